@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    install, then run the default pipeline on the embedded synthetic data
+#   make test   install, then run the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run smoke test bench clean
+
+install: $(STAMP)
+
+# torch==2.13.0 first: it is the CPU build on this machine's disk; the project's range then accepts it
+# instead of pulling a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+run: install
+	$(PY) run.py $(ARGS)
+
+smoke: install
+	$(PY) run.py experiment=smoke $(ARGS)
+
+# pytest exits 5 when it collects no test: make treats that as a failure too.
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+bench: install
+	$(PY) experiments/bench_masking.py
+	$(PY) experiments/bench_pretrain.py
+	$(PY) experiments/bench_preprocess.py
+	$(PY) experiments/bench_startup.py
+
+clean:
+	rm -rf outputs .cache .pytest_cache

@@ -1,0 +1,258 @@
+"""Check a composed config before any compute, and derive the run's plan (steps, batches, LR).
+
+Everything a user can get wrong in a config is caught here with a ConfigError that names the key and
+what is allowed, so a bad arm of a sweep fails in a second instead of after its tokenizer is trained.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from robablate.errors import ConfigError
+
+# The ablation axes (SPEC §2) in table order; `nsp` is a plain bool key, the others are groups.
+AXES = ("masking", "nsp", "format", "batch", "seq_len", "scheduler", "model", "corpus")
+# Groups with option names that look like numbers (`seq_len=128`): Hydra would parse the value as an
+# int and refuse it as a group override, so command lines are normalised by `normalize_overrides`.
+NUMERIC_OPTION_GROUPS = ("seq_len", "batch")
+MASKING_STRATEGIES = ("static", "dynamic")
+TOKEN_BATCHED_FORMATS = ("sentence_pair", "doc_sentences")  # RoBERTa §4.2: constant tokens per batch
+# The five special tokens plus a minimal alphabet (byte-level BPE needs all 256 bytes).
+MIN_VOCAB = {"wordpiece": 5 + 32, "bpe": 5 + 256}
+
+
+def nsp_for_format(name: str) -> bool:
+    """`nsp: ${nsp_for_format:${format.name}}` lets a sweep over formats keep NSP exactly for the pair
+    formats (RoBERTa Table 2), since Hydra's basic sweeper cannot couple two keys."""
+    from robablate.data.formats import NSP_FORMATS
+
+    return str(name) == "auto" or str(name) in NSP_FORMATS
+
+
+OmegaConf.register_new_resolver("nsp_for_format", nsp_for_format, replace=True)
+
+
+def normalize_overrides(args: list[str]) -> list[str]:
+    """Quote numeric options of groups (`seq_len=128,512` -> `seq_len='128','512'`) so Hydra reads
+    them as option names; everything else passes through unchanged."""
+    out = []
+    for arg in args:
+        m = re.fullmatch(r"(\+{0,2})(%s)=([0-9][0-9,]*)" % "|".join(NUMERIC_OPTION_GROUPS), arg)
+        if m:
+            prefix, key, values = m.groups()
+            arg = f"{prefix}{key}=" + ",".join(f"'{v}'" for v in values.split(",") if v)
+        out.append(arg)
+    return out
+
+
+@dataclass
+class Phase:
+    max_len: int
+    steps: int
+
+
+@dataclass
+class Plan:
+    """What the config means once resolved: the numbers a run actually uses."""
+
+    format: str
+    nsp: bool
+    phases: list[Phase]
+    total_steps: int
+    global_batch: int          # sequences per optimizer step (fixed batching), or the nominal count
+    micro_batch: int           # sequences per forward pass per device
+    accumulate: int            # gradient accumulation steps
+    world_size: int
+    tokens_per_step: int       # nominal: global_batch x max_len of the phase (first phase)
+    token_batching: bool       # batches filled to a token budget instead of a sequence count
+    lr: float
+    warmup_steps: int
+    val_every_steps: int
+    precision: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(cfg, key, default=default)
+
+
+def _require(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"Invalid config `{key}`: {msg}")
+
+
+def _positive_number(cfg: DictConfig, key: str) -> float:
+    v = _get(cfg, key)
+    _require(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, key,
+             f"expected a positive number, got {v!r}.")
+    return v
+
+
+def world_size(cfg: DictConfig) -> int:
+    """Processes that share the global batch: devices x nodes (devices=-1/auto = all visible GPUs)."""
+    devices = _get(cfg, "trainer.devices", 1)
+    nodes = int(_get(cfg, "trainer.num_nodes", 1) or 1)
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        n = len(devices)
+    elif devices in (-1, "-1", "auto"):
+        accel = _get(cfg, "trainer.accelerator", "auto")
+        n = 1
+        if accel in ("gpu", "cuda", "auto"):
+            import torch
+
+            n = max(1, torch.cuda.device_count())
+    else:
+        try:
+            n = int(devices)
+        except (TypeError, ValueError):
+            raise ConfigError(f"Invalid config `trainer.devices`: expected an int, a list or -1, got {devices!r}.")
+        _require(n >= 1, "trainer.devices", f"expected >= 1 (or -1 for all GPUs), got {n}.")
+    return n * nodes
+
+
+def resolve_precision(cfg: DictConfig) -> str:
+    p = str(_get(cfg, "train.precision", "auto"))
+    if p != "auto":
+        return p
+    import torch
+
+    accel = _get(cfg, "trainer.accelerator", "auto")
+    on_gpu = accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def validate(cfg: DictConfig) -> Plan:
+    """Check every key a run depends on and derive its Plan; raise ConfigError on the first problem."""
+    from robablate.data.formats import resolve_format  # the one place format/nsp rules live
+
+    nsp = _get(cfg, "nsp")
+    _require(isinstance(nsp, bool), "nsp", f"expected true or false, got {nsp!r}.")
+
+    # Masking (SPEC §3): one masking function for both arms; only when it is applied differs.
+    strategy = _get(cfg, "masking.name")
+    _require(strategy in MASKING_STRATEGIES, "masking", f"expected one of {MASKING_STRATEGIES}, got {strategy!r}.")
+    p = _get(cfg, "masking.mask_prob")
+    _require(isinstance(p, (int, float)) and 0 < p < 1, "masking.mask_prob", f"expected a number in (0, 1), got {p!r}.")
+    fm, fr = _get(cfg, "masking.mask_token_frac", 0.8), _get(cfg, "masking.random_token_frac", 0.1)
+    _require(0 <= fm and 0 <= fr and fm + fr <= 1, "masking.mask_token_frac/random_token_frac",
+             f"expected non-negative fractions summing to at most 1, got {fm} and {fr}.")
+    if strategy == "static":
+        d = _get(cfg, "masking.dupe_factor")
+        _require(isinstance(d, int) and d >= 1, "masking.dupe_factor", f"expected an integer >= 1 for static masking, got {d!r}.")
+
+    fmt = resolve_format(str(_get(cfg, "format.name")), nsp)
+
+    # Model and sequence length.
+    hidden, heads = _get(cfg, "model.hidden_size"), _get(cfg, "model.num_heads")
+    _require(isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads == 0,
+             "model.num_heads", f"model.hidden_size ({hidden}) must be divisible by model.num_heads ({heads}).")
+    max_pos = int(_get(cfg, "model.max_position_embeddings", 512))
+    phases_cfg = _get(cfg, "seq_len.phases")
+    _require(phases_cfg is not None and len(phases_cfg) > 0, "seq_len.phases", "expected at least one phase.")
+    fractions = [float(ph.fraction) for ph in phases_cfg]
+    _require(abs(sum(fractions) - 1.0) < 1e-6 and all(f > 0 for f in fractions), "seq_len.phases",
+             f"phase fractions must be positive and sum to 1, got {fractions}.")
+    for ph in phases_cfg:
+        L = ph.max_len
+        _require(isinstance(L, int) and L >= 8, "seq_len", f"max_len must be an integer >= 8, got {L!r}.")
+        _require(L <= max_pos, "seq_len",
+                 f"sequence length {L} exceeds the model's position embeddings "
+                 f"(model.max_position_embeddings={max_pos}); pick seq_len <= {max_pos} or a larger model.")
+    val_len = int(_get(cfg, "train.val_max_len", phases_cfg[0].max_len))
+    _require(8 <= val_len <= max_pos, "train.val_max_len", f"expected 8..{max_pos}, got {val_len}.")
+    ssp = _get(cfg, "seq_len.short_seq_prob", 0.0)
+    _require(0 <= ssp < 1, "seq_len.short_seq_prob", f"expected a probability in [0, 1), got {ssp!r}.")
+
+    # Tokenizer.
+    kind = _get(cfg, "tokenizer.kind")
+    if kind in MIN_VOCAB and _get(cfg, "tokenizer.path") is None:
+        vs, low = _get(cfg, "tokenizer.vocab_size"), MIN_VOCAB[kind]
+        _require(isinstance(vs, int) and vs >= low, "tokenizer.vocab_size",
+                 f"expected an integer >= {low} for a {kind} tokenizer (5 special tokens plus its minimal "
+                 f"alphabet), got {vs!r}.")
+
+    # Batch: the global batch is realised as micro-batch x accumulation x devices (RoBERTa Table 3).
+    size = _get(cfg, "batch.size")
+    scale = _get(cfg, "batch.scale", 1.0) or 1.0
+    _require(isinstance(size, int) and size >= 1, "batch.size", f"expected a positive integer, got {size!r}.")
+    _require(isinstance(scale, (int, float)) and scale > 0, "batch.scale", f"expected a positive number, got {scale!r}.")
+    global_batch = max(1, int(round(size * scale)))
+    ws = world_size(cfg)
+    micro = _get(cfg, "batch.micro_batch_size")
+    if micro is None:
+        _require(global_batch % ws == 0, "batch.size",
+                 f"the global batch ({global_batch} sequences) must be divisible by the number of devices "
+                 f"(trainer.devices x trainer.num_nodes = {ws}).")
+        micro = global_batch // ws
+    _require(isinstance(micro, int) and micro >= 1, "batch.micro_batch_size", f"expected a positive integer, got {micro!r}.")
+    _require(global_batch % (micro * ws) == 0, "batch.micro_batch_size",
+             f"the global batch ({global_batch} = batch.size x batch.scale) must be divisible by "
+             f"micro-batch x devices ({micro} x {ws} = {micro * ws}); pick batch.micro_batch_size among "
+             f"{[m for m in range(1, global_batch // ws + 1) if global_batch % (m * ws) == 0][-6:]}.")
+    accumulate = global_batch // (micro * ws)
+
+    # Learning rate and steps: steps derive from the token budget so arms compare at equal compute.
+    lr_batch = _get(cfg, "batch.lr")
+    lr = lr_batch if lr_batch is not None else _get(cfg, "optimizer.lr")
+    _require(isinstance(lr, (int, float)) and lr > 0, "optimizer.lr" if lr_batch is None else "batch.lr",
+             f"expected a positive learning rate, got {lr!r}.")
+    mean_len = sum(f * ph.max_len for f, ph in zip(fractions, phases_cfg))
+    max_steps = _get(cfg, "train.max_steps")
+    if max_steps is not None:
+        _require(isinstance(max_steps, int) and max_steps > 0, "train.max_steps", f"expected a positive integer, got {max_steps!r}.")
+        total = max_steps
+    else:
+        tokens = _positive_number(cfg, "train.tokens")
+        total = max(1, math.ceil(tokens / (global_batch * mean_len)))
+    phase_steps = [int(round(f * total)) for f in fractions]
+    phase_steps[-1] = total - sum(phase_steps[:-1])
+    _require(all(s >= 1 for s in phase_steps), "train.tokens",
+             f"the budget gives {total} steps, too few to split into phases {fractions}; raise train.tokens.")
+    phases = [Phase(max_len=int(ph.max_len), steps=s) for ph, s in zip(phases_cfg, phase_steps)]
+
+    from robablate.optim import validate_optimizer, validate_scheduler
+
+    validate_optimizer(cfg.optimizer)
+    validate_scheduler(cfg.scheduler)
+    wu_steps, wu_frac = _get(cfg, "scheduler.warmup_steps"), _get(cfg, "scheduler.warmup_fraction", 0.0)
+    if wu_steps is not None:
+        _require(isinstance(wu_steps, int) and wu_steps >= 0, "scheduler.warmup_steps", f"expected an integer >= 0, got {wu_steps!r}.")
+        warmup = wu_steps
+    else:
+        _require(isinstance(wu_frac, (int, float)) and 0 <= wu_frac < 1, "scheduler.warmup_fraction",
+                 f"expected a fraction in [0, 1), got {wu_frac!r}.")
+        warmup = int(round(wu_frac * total))
+
+    every = _get(cfg, "train.val_every_steps")
+    if every is None:
+        every = max(1, total // 10)
+    _require(isinstance(every, int) and every >= 1, "train.val_every_steps", f"expected a positive integer, got {every!r}.")
+
+    return Plan(
+        format=fmt, nsp=nsp, phases=phases, total_steps=total, global_batch=global_batch, micro_batch=micro,
+        accumulate=accumulate, world_size=ws, tokens_per_step=global_batch * phases[0].max_len,
+        token_batching=fmt in TOKEN_BATCHED_FORMATS, lr=float(lr), warmup_steps=warmup,
+        val_every_steps=every, precision=resolve_precision(cfg),
+    )
+
+
+def axes_of(cfg: DictConfig, plan: Plan | None = None) -> dict[str, Any]:
+    """The axis values of this arm, as the report groups them (format resolved from `auto`)."""
+    return {
+        "masking": _get(cfg, "masking.name"),
+        "nsp": bool(_get(cfg, "nsp")),
+        "format": plan.format if plan else _get(cfg, "format.name"),
+        "batch": str(_get(cfg, "batch.name")),
+        "seq_len": str(_get(cfg, "seq_len.name")),
+        "scheduler": _get(cfg, "scheduler.name"),
+        "model": _get(cfg, "model.name"),
+        "corpus": _get(cfg, "corpus.name"),
+    }

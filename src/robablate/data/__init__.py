@@ -1,0 +1,1 @@
+"""Data pipeline: corpus -> tokenizer -> token cache -> formats -> batching -> masking (and GLUE)."""

@@ -1,0 +1,296 @@
+"""Corpus: documents as iterators of sentence lists, from the synthetic generator, a text folder or HF.
+
+A document is a list of non-empty sentences; documents are never empty. Every source streams (files
+are read line by line), so the corpus is never held in memory as Python strings. The synthetic corpus
+is written once as a text folder and read by the text reader: one code path for both.
+
+Config (`corpus` group), dispatched on `kind`:
+  synthetic: num_docs, num_val_docs, seed, ... (see data/synthetic.py)
+  text:      path, train_glob, val_glob, val_fraction, document_boundary, split_sentences, max_docs
+  hf:        name, config, split, val_split, text_column, document_boundary, split_sentences, max_docs
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from robablate.data import synthetic
+from robablate.io import cache_key
+from robablate.errors import ConfigError, DataError
+
+CORPUS_KINDS = ("synthetic", "text", "hf")
+# blank_line: a blank line ends a document (BERT's create_pretraining_data.py input format).
+# heading: a WikiText top-level heading ` = Title = ` starts a new document (one Wikipedia article).
+# row (hf only): each dataset row is one document.
+DOCUMENT_BOUNDARIES = ("blank_line", "heading", "row")
+SPLITS = ("train", "val")
+_BOM = b"\xef\xbb\xbf"
+
+# A sentence ends at . ! or ? followed by whitespace and an upper-case letter, a digit, or an opening
+# quote/bracket. Works for normal text ("end. Next") and WikiText's tokenized style ("end . Next").
+# Decimals ("3.5", WikiText "3 @.@ 5") have no space after the dot, so they never split.
+_SENT_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?\s?[A-Z0-9À-ÖØ-Þ])")
+# WikiText headings: "= Title =" (level 1), "= = Section = =" (level 2), ...
+_HEADING = re.compile(r"^(=(?: =)*) (.*\S) \1$")
+
+
+def split_sentences(line: str) -> list[str]:
+    """Split one line of text into sentences (a simple regex, no abbreviation list)."""
+    return [s for s in (p.strip() for p in _SENT_BOUNDARY.split(line.strip())) if s]
+
+
+_split_line = split_sentences  # hf_documents takes a `split_sentences` flag that shadows the name
+
+
+def heading_level(line: str) -> int:
+    """1 for ` = Title = `, 2 for ` = = Section = = `, ...; 0 if the line is not a WikiText heading."""
+    m = _HEADING.match(line.strip())
+    return m.group(1).count("=") if m else 0
+
+
+def documents_from_lines(lines: Iterable[str], document_boundary: str = "blank_line",
+                         split: bool = True) -> Iterator[list[str]]:
+    """Group lines into documents. In `heading` mode heading lines are dropped (BERT §3.1 keeps only
+    text passages of Wikipedia, not headers) and blank lines only separate paragraphs."""
+    doc: list[str] = []
+    for line in lines:
+        s = line.strip()
+        if document_boundary == "heading":
+            level = heading_level(s) if s.startswith("=") else 0
+            if level:
+                if level == 1 and doc:
+                    yield doc
+                    doc = []
+                continue
+        elif not s and doc:
+            yield doc
+            doc = []
+        if s:
+            doc.extend(split_sentences(s) if split else [s])
+    if doc:
+        yield doc
+
+
+# ---------------------------------------------------------------- config access
+
+def _get(cfg: Mapping[str, Any], key: str, default: Any = None, *, required: bool = False) -> Any:
+    """cfg[key] for dicts and DictConfigs; a missing mandatory value (`???`) is a ConfigError."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+        if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"corpus.{key}: required (it is `???`); set it on the command line, "
+                              f"e.g. corpus.{key}=...")
+    except ImportError:  # pragma: no cover
+        pass
+    value = cfg.get(key, default)
+    if required and value in (None, "???", ""):
+        raise ConfigError(f"corpus.{key}: required, got {value!r}.")
+    return value
+
+
+def corpus_kind(cfg: Mapping[str, Any]) -> str:
+    kind = _get(cfg, "kind") or _get(cfg, "name")
+    if kind not in CORPUS_KINDS:
+        raise ConfigError(f"corpus.kind: expected one of {list(CORPUS_KINDS)}, got {kind!r}.")
+    return kind
+
+
+def _reader_options(cfg: Mapping[str, Any], kind: str) -> tuple[str, bool, int | None, float]:
+    boundary = _get(cfg, "document_boundary", "blank_line")
+    allowed = DOCUMENT_BOUNDARIES if kind == "hf" else DOCUMENT_BOUNDARIES[:2]
+    if boundary not in allowed:
+        raise ConfigError(f"corpus.document_boundary: expected one of {list(allowed)}, got {boundary!r}.")
+    max_docs = _get(cfg, "max_docs")
+    if max_docs is not None and (isinstance(max_docs, bool) or not isinstance(max_docs, int) or max_docs < 1):
+        raise ConfigError(f"corpus.max_docs: expected null or a positive integer, got {max_docs!r}.")
+    frac = _get(cfg, "val_fraction", 0.05)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
+        raise ConfigError(f"corpus.val_fraction: expected a fraction in (0, 1), got {frac!r}.")
+    return boundary, bool(_get(cfg, "split_sentences", True)), max_docs, float(frac)
+
+
+def default_cache_dir() -> Path:
+    """Where generated data lives when the caller passes no cache_dir (same default as conf's cache_dir)."""
+    return Path(os.environ.get("ROBABLATE_CACHE", ".cache"))
+
+
+# ---------------------------------------------------------------- text folders
+
+def read_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 file without line ends (LF or CRLF), a leading BOM removed. Undecodable
+    bytes raise DataError naming the file, line and byte offset."""
+    with open(path, "rb") as f:
+        offset = 0
+        for lineno, raw in enumerate(f, start=1):
+            start = offset
+            offset += len(raw)
+            if lineno == 1 and raw.startswith(_BOM):
+                raw, start = raw[3:], start + 3
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: not valid UTF-8 at byte offset {start + e.start} (line {lineno}): "
+                                f"{e.reason}; corpus files must be UTF-8.") from None
+            yield text.rstrip("\r\n")
+
+
+def _glob(folder: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+def text_files(cfg: Mapping[str, Any]) -> tuple[Path, list[Path], list[Path] | None]:
+    """(folder, train files, val files or None). Train files exclude any file matched by val_glob."""
+    folder = Path(os.path.expanduser(str(_get(cfg, "path", required=True))))
+    if not folder.is_dir():
+        raise DataError(f"corpus.path: {folder} is not a folder (expected a folder of UTF-8 text files).")
+    train_glob, val_glob = _get(cfg, "train_glob", "**/*.txt"), _get(cfg, "val_glob")
+    val = _glob(folder, val_glob) if val_glob else None
+    train = [p for p in _glob(folder, train_glob) if not val or p not in set(val)]
+    for files, pattern, key in ((train, train_glob, "train_glob"), (val, val_glob, "val_glob")):
+        if files is None:
+            continue
+        if not files:
+            raise DataError(f"{folder}: no files match corpus.{key}={pattern!r}.")
+        if all(p.stat().st_size == 0 for p in files):
+            raise DataError(f"{folder}: every file matching corpus.{key}={pattern!r} is empty.")
+    return folder, train, val
+
+
+def _file_documents(files: list[Path], boundary: str, split: bool) -> Iterator[list[str]]:
+    for path in files:  # a file boundary always ends a document
+        yield from documents_from_lines(read_lines(path), boundary, split)
+
+
+# ---------------------------------------------------------------- Hugging Face datasets
+
+def hf_documents(dataset: Iterable[Any], text_column: str = "text", document_boundary: str = "heading",
+                 split_sentences: bool = True) -> Iterator[list[str]]:
+    """Documents from any iterable of rows (dicts) or a `datasets.Dataset`; each row's text may hold
+    one line (WikiText) or many. Works offline on `datasets.Dataset.from_dict(...)`."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and text_column not in columns:
+        raise ConfigError(f"corpus.text_column: {text_column!r} is not a column of the dataset "
+                          f"(columns: {list(columns)}).")
+
+    def texts() -> Iterator[str | None]:
+        if columns is not None and hasattr(dataset, "iter"):  # Arrow batches: ~100x faster than rows
+            for batch in dataset.iter(batch_size=1000):
+                yield from batch[text_column]
+        else:
+            for i, row in enumerate(dataset):
+                if text_column not in row:
+                    raise ConfigError(f"corpus.text_column: row {i} has no column {text_column!r}.")
+                yield row[text_column]
+
+    if document_boundary == "row":
+        for text in texts():
+            doc = [s for line in (text or "").splitlines() for s in
+                   (_split_line(line) if split_sentences else [line.strip()]) if s]
+            if doc:
+                yield doc
+        return
+    lines = (line for text in texts() for line in ((text or "").splitlines() or [""]))
+    yield from documents_from_lines(lines, document_boundary, split_sentences)
+
+
+def _load_hf(cfg: Mapping[str, Any], split_name: str):
+    name, config = _get(cfg, "name", required=True), _get(cfg, "config")
+    try:
+        import datasets
+        return datasets.load_dataset(name, config, split=split_name)
+    except Exception as e:  # offline, unknown dataset/config/split: say which keys to check
+        raise DataError(f"corpus=hf: cannot load dataset corpus.name={name!r} corpus.config={config!r} "
+                        f"split={split_name!r}: {type(e).__name__}: {e}") from e
+
+
+# ---------------------------------------------------------------- the public entry points
+
+def _holdout(factory: Callable[[], Iterator[list[str]]], count: Callable[[], int], split: str,
+             frac: float, where: str) -> Iterator[list[str]]:
+    """The last `frac` of the documents (at least one) are validation, the rest train."""
+    n = count()
+    n_val = max(1, round(n * frac))
+    if n - n_val < 1:
+        raise DataError(f"{where}: found {n} document(s); at least 2 are needed to hold out validation "
+                        f"documents (set corpus.val_glob / corpus.val_split, or add documents).")
+    docs = factory()
+    return itertools.islice(docs, n - n_val) if split == "train" else itertools.islice(docs, n - n_val, None)
+
+
+_COUNTS: dict[str, int] = {}
+
+
+def _counted(key: str, factory: Callable[[], Iterator[Any]]) -> Callable[[], int]:
+    def count() -> int:
+        if key not in _COUNTS:
+            _COUNTS[key] = sum(1 for _ in factory())
+        return _COUNTS[key]
+    return count
+
+
+def _nonempty(docs: Iterable[list[str]], where: str) -> Iterator[list[str]]:
+    empty = True
+    for doc in docs:
+        empty = False
+        yield doc
+    if empty:
+        raise DataError(f"{where}: no documents (every line is blank or a heading).")
+
+
+def iter_documents(cfg_corpus: Mapping[str, Any], split: str, *,
+                   cache_dir: str | os.PathLike | None = None) -> Iterator[list[str]]:
+    """Stream the documents of `split` ("train" or "val"): each a non-empty list of non-empty sentences.
+    `cache_dir` holds the generated synthetic corpus (default: $ROBABLATE_CACHE or .cache)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    kind = corpus_kind(cfg_corpus)
+    if kind == "synthetic":
+        folder = synthetic.ensure_corpus(cfg_corpus, cache_dir or default_cache_dir())
+        return iter_documents(synthetic.text_config(folder), split)
+    boundary, split_sents, max_docs, frac = _reader_options(cfg_corpus, kind)
+    cap = (lambda it: itertools.islice(it, max_docs)) if max_docs else (lambda it: it)
+
+    if kind == "text":
+        folder, train, val = text_files(cfg_corpus)
+        where = f"{folder} (corpus.{'val_glob' if split == 'val' and val else 'train_glob'})"
+        if val is not None:
+            return _nonempty(cap(_file_documents(train if split == "train" else val, boundary, split_sents)), where)
+        factory = lambda: cap(_file_documents(train, boundary, split_sents))  # noqa: E731
+        # Counting needs no sentence splitting: a document is non-empty either way.
+        count = _counted(fingerprint(cfg_corpus), lambda: cap(_file_documents(train, boundary, False)))
+        return _nonempty(_holdout(factory, count, split, frac, str(folder)), where)
+
+    column = _get(cfg_corpus, "text_column", "text")
+    val_split = _get(cfg_corpus, "val_split")
+    where = f"hf dataset {_get(cfg_corpus, 'name')}/{_get(cfg_corpus, 'config')}"
+    if val_split:
+        ds = _load_hf(cfg_corpus, _get(cfg_corpus, "split", "train") if split == "train" else val_split)
+        return _nonempty(cap(hf_documents(ds, column, boundary, split_sents)), where)
+    train_split = _get(cfg_corpus, "split", "train")
+    factory = lambda: cap(hf_documents(_load_hf(cfg_corpus, train_split), column, boundary, split_sents))  # noqa: E731
+    count = _counted(fingerprint(cfg_corpus), factory)
+    return _nonempty(_holdout(factory, count, split, frac, where), where)
+
+
+def fingerprint(cfg_corpus: Mapping[str, Any]) -> str:
+    """A stable hash of what the documents depend on, cheap to compute:
+    synthetic: the generator parameters (the text is a pure function of them);
+    text: reader options + each file's path relative to the folder, size and mtime_ns (no content read;
+          an edit that keeps both size and mtime would be missed, copying the folder only costs a rebuild);
+    hf: dataset name/config/splits + reader options (the hub data itself is not hashed)."""
+    kind = corpus_kind(cfg_corpus)
+    if kind == "synthetic":
+        return cache_key("corpus", kind, synthetic.GENERATOR_VERSION, synthetic.params(cfg_corpus))
+    options = _reader_options(cfg_corpus, kind)
+    if kind == "text":
+        folder, train, val = text_files(cfg_corpus)
+        stat = lambda files: [(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)  # noqa: E731
+                              for p in files]
+        return cache_key("corpus", kind, options, stat(train), stat(val) if val is not None else None)
+    keys = ("name", "config", "split", "val_split", "text_column")
+    return cache_key("corpus", kind, options, {k: _get(cfg_corpus, k) for k in keys})

@@ -1,0 +1,1 @@
+"""Models: the BERT encoder with its pretraining heads, and Hugging Face export."""

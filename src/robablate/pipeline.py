@@ -1,0 +1,168 @@
+"""One ablation arm end to end: check config -> data -> pretrain -> fine-tune -> results.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from robablate.callbacks import finish_wandb
+from robablate.config import Plan, axes_of, validate
+from robablate.errors import ConfigError, RobablateError
+from robablate.results import environment, write_results
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """`run_dir` if given, else Hydra's output folder (Hydra >= 1.2 does not chdir into it)."""
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir).resolve()
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir).resolve()
+    raise ConfigError("Invalid config `run_dir`: no output folder; set run_dir=DIR (needed outside `python run.py`).")
+
+
+def overrides_of(cfg: DictConfig) -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
+def check_glue(cfg: DictConfig) -> list[str]:
+    """Task names and data folders checked before any compute (the readers check the files)."""
+    if cfg.glue.get("name") == "none":  # glue=none wins over a preset's task list
+        return []
+    from robablate.finetune import check_glue_config
+
+    return [spec.name for spec in check_glue_config(cfg.glue)]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one arm; return the results dict (also written to <run_dir>/results.json)."""
+    t_start = time.perf_counter()
+    _quiet_lightning()
+    plan: Plan = validate(cfg)  # bad configs stop here, before any compute
+    tasks = check_glue(cfg)
+    run_dir = resolve_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results_path = run_dir / "results.json"
+    stage = cfg.get("stage", "all")
+    if stage not in ("all", "pretrain", "finetune"):
+        raise ConfigError(f"Invalid config `stage`: expected all, pretrain or finetune, got {stage!r}.")
+
+    base: dict[str, Any] = {
+        "status": "running", "run_dir": str(run_dir), "experiment": cfg.experiment_name,
+        "overrides": overrides_of(cfg), "axes": axes_of(cfg, plan), "seed": int(cfg.seed),
+        "plan": plan.to_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    try:
+        if stage == "finetune":
+            return _finetune_only(cfg, run_dir, tasks, t_start)
+
+        from robablate.data.pretrain_data import prepare
+        from robablate.pretrain import pretrain
+
+        data = prepare(cfg, plan)
+        base["data"] = data.stats
+        module, section = pretrain(cfg, plan, data, run_dir)
+        if section["global_rank"] != 0:
+            return {}  # DDP ranks > 0: rank 0 exports, fine-tunes and writes results
+        if section["interrupted"]:
+            print(f"[robablate] stopped at step {section['steps']} (train.stop_at_step); resume with resume=true "
+                  f"run_dir={run_dir}", file=sys.stderr)
+            return {"status": "interrupted", "pretrain": section}
+        _release_process_group()
+
+        from robablate.models.hf_export import save_hf
+
+        hf_dir = run_dir / "pretrain" / "hf"
+        save_hf(module.model, hf_dir, tokenizer=data.tokenizer)
+        section["hf_dir"] = str(hf_dir)
+        timings = {**data.timings, "pretrain_s": section["wall_s"]}
+
+        glue: dict[str, Any] = {}
+        if tasks and stage == "all":
+            from robablate.finetune import finetune_all
+
+            t = time.perf_counter()
+            glue = finetune_all(cfg, run_dir, hf_dir, data.tokenizer)
+            timings["finetune_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t_start
+        results = {**base, "status": "complete", "pretrain": section, "glue": glue,
+                   "environment": environment(data.fingerprint), "timings": timings}
+        write_results(results_path, results)
+        return results
+    except BaseException as e:
+        # Leave a record the report lists as failed (never a half-written file), then re-raise.
+        if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+            failed = {**base, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                      "traceback": traceback.format_exc(limit=20), "environment": environment()}
+            try:
+                write_results(results_path, failed)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+        raise
+    finally:
+        finish_wandb()
+
+
+def _quiet_lightning() -> None:
+    """Lightning's per-Trainer banners (GPU available..., tips) drown the progress of a run with many
+    fine-tuning trainers; keep warnings and errors."""
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _release_process_group() -> None:
+    """After DDP pretraining, rank 0 fine-tunes alone: leave the process group first."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _finetune_only(cfg: DictConfig, run_dir: Path, tasks: list[str], t_start: float) -> dict[str, Any]:
+    """Fine-tune an existing run's encoder again (stage=finetune run_dir=...), updating its results."""
+    from transformers import AutoTokenizer
+
+    from robablate.finetune import finetune_all
+
+    hf_dir = run_dir / "pretrain" / "hf"
+    results_path = run_dir / "results.json"
+    if not hf_dir.exists() and not cfg.glue.get("init"):
+        raise ConfigError(f"Invalid config `run_dir`: {hf_dir} does not exist; stage=finetune needs a finished "
+                          f"pretraining run (or glue.init=PATH).")
+    prev = json.loads(results_path.read_text()) if results_path.exists() else {}
+    tok_dir = Path(cfg.glue.init) if cfg.glue.get("init") else hf_dir
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    t = time.perf_counter()
+    glue = finetune_all(cfg, run_dir, hf_dir, tokenizer)
+    prev.pop("schema_version", None)
+    timings = {**prev.get("timings", {}), "finetune_s": time.perf_counter() - t}
+    results = {**prev, "status": "complete", "glue": glue, "timings": timings,
+               "environment": prev.get("environment") or environment()}
+    write_results(results_path, results)
+    return results
+
+
+def main(cfg: DictConfig) -> int:
+    """Entry point used by run.py: user errors become one paragraph on stderr and exit code 2."""
+    try:
+        results = run(cfg)
+    except RobablateError as e:
+        print(f"robablate: error: {e}", file=sys.stderr)
+        return 2
+    if results.get("status") == "complete":
+        print(f"[robablate] results: {Path(results['run_dir']) / 'results.json'}")
+    return 0

@@ -1,0 +1,207 @@
+"""Pretraining from scratch: a thin Lightning module around models.bert.BertForPretraining.
+
+The science lives in the pure functions it calls (masking, formats, batching, the model's loss on
+selected positions only); this file wires them to a Trainer, logs validation MLM loss / perplexity /
+masked-token accuracy / NSP accuracy on fixed validation masks, and keeps exact resume possible.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from robablate.config import Plan
+from robablate.data.pretrain_data import PretrainDataModule, PreparedData
+from robablate.errors import RobablateError
+from robablate.models.bert import BertConfig, BertForPretraining, flops_per_token
+from robablate.optim import build_optimizer, build_scheduler
+
+
+class TrainingDiverged(RobablateError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+class PretrainModule(pl.LightningModule):
+    def __init__(self, model_cfg: dict, vocab_size: int, pad_id: int, nsp: bool, optimizer_cfg: dict,
+                 scheduler_cfg: dict, lr: float, total_steps: int, compile: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = BertConfig.from_cfg(OmegaConf.create(model_cfg), vocab_size=vocab_size, pad_token_id=pad_id)
+        self.model = BertForPretraining(self.config, nsp=nsp)
+        if compile:
+            self.model.encoder = torch.compile(self.model.encoder)
+        self.tokens_seen = 0          # non-pad tokens fed on this rank
+        self.train_time = 0.0         # seconds in training steps (validation excluded), this rank
+        self.history: list[dict[str, float]] = []
+        self.last_loss = float("nan")
+        self._t_batch = 0.0
+        self._val: dict[int, dict[str, float]] = {}
+
+    # -- training ---------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._t_batch = time.perf_counter()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.model(**batch)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"Pretraining loss became {loss.item()} at optimizer step {self.global_step} "
+                f"(micro-batch {batch_idx}); lower the learning rate (optimizer.lr / batch.lr), enable "
+                f"clipping (optimizer.grad_clip) or use precision 32-true.")
+        self.tokens_seen += int(batch["attention_mask"].sum())
+        self.last_loss = float(loss.detach())
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/mlm_loss", out["mlm_loss"])
+        if out.get("nsp_loss") is not None:
+            self.log("train/nsp_loss", out["nsp_loss"])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.train_time += time.perf_counter() - self._t_batch
+        sched = self.lr_schedulers()
+        if sched is not None:
+            self.log("train/lr", sched.get_last_lr()[0])
+
+    def configure_optimizers(self) -> dict:
+        opt = build_optimizer(self.model, OmegaConf.create(self.hparams.optimizer_cfg), self.hparams.lr)
+        sched = build_scheduler(opt, OmegaConf.create(self.hparams.scheduler_cfg), self.hparams.total_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- validation: token-weighted sums, so the numbers do not depend on how batches are cut --------
+    def on_validation_epoch_start(self) -> None:
+        self._val = {}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        out = self.model(**batch)
+        acc = self._val.setdefault(dataloader_idx, {"loss_sum": 0.0, "count": 0, "correct": 0,
+                                                    "nsp_correct": 0, "nsp_count": 0})
+        n = int(out["mlm_count"])
+        acc["loss_sum"] += float(out["mlm_loss"]) * n
+        acc["count"] += n
+        acc["correct"] += int(out["mlm_correct"])
+        acc["nsp_correct"] += int(out["nsp_correct"])
+        acc["nsp_count"] += int(out["nsp_count"])
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = {}
+        mlm = self._val.get(0)
+        if mlm and mlm["count"]:
+            loss = mlm["loss_sum"] / mlm["count"]
+            metrics.update({"val_mlm_loss": loss, "val_mlm_ppl": math.exp(min(loss, 50.0)),
+                            "val_mlm_acc": mlm["correct"] / mlm["count"]})
+        nsp = self._val.get(1)
+        if nsp and nsp["nsp_count"]:
+            metrics["val_nsp_acc"] = nsp["nsp_correct"] / nsp["nsp_count"]
+        for k, v in metrics.items():
+            self.log(f"val/{k.removeprefix('val_')}", v, prog_bar=k == "val_mlm_loss", sync_dist=False)
+        if metrics and not self.trainer.sanity_checking:
+            tokens = self.tokens_seen * self.trainer.world_size
+            self.history.append({"step": int(self.global_step), "tokens": int(tokens), **metrics})
+
+    # -- exact resume: Lightning does not checkpoint RNG states or our counters --------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["robablate"] = {"tokens_seen": self.tokens_seen, "train_time": self.train_time,
+                                   "history": self.history, "torch_rng": torch.get_rng_state(),
+                                   "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("robablate", {})
+        self.tokens_seen = state.get("tokens_seen", 0)
+        self.train_time = state.get("train_time", 0.0)
+        self.history = list(state.get("history", []))
+        if state.get("torch_rng") is not None:
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+class StopAtStep(pl.Callback):
+    """Stop after `step` optimizer steps, as if the run were killed there (tests exact resume)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path, job_type: str) -> list:
+    from robablate.callbacks import build_loggers
+
+    return build_loggers(cfg, run_dir, job_type)
+
+
+def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainModule, dict[str, Any]]:
+    """Train the encoder; return the module and the pretraining section of results.json."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    ckpt_dir = run_dir / "pretrain" / "checkpoints"
+    resume_from = None
+    if cfg.resume:
+        last = ckpt_dir / "last.ckpt"
+        if last.exists():
+            resume_from = str(last)
+        else:
+            warnings.warn(f"resume=true but {last} does not exist; starting from scratch.")
+    module = PretrainModule(
+        model_cfg=OmegaConf.to_container(cfg.model, resolve=True), vocab_size=data.ids.vocab_size,
+        pad_id=data.ids.pad, nsp=plan.nsp, optimizer_cfg=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler_cfg=OmegaConf.to_container(cfg.scheduler, resolve=True), lr=plan.lr,
+        total_steps=plan.total_steps, compile=bool(cfg.train.compile))
+    dm = PretrainDataModule(data, plan, cfg.masking, int(cfg.seed), int(cfg.train.num_workers))
+
+    every_ckpt = cfg.train.checkpoint_every_steps or plan.val_every_steps
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=int(every_ckpt),
+                        save_last=True, save_top_k=1, auto_insert_metric_name=False),
+    ]
+    stop_at = OmegaConf.select(cfg, "train.stop_at_step")
+    if stop_at is not None:
+        callbacks.append(StopAtStep(int(stop_at)))
+    grad_clip = float(cfg.optimizer.get("grad_clip", 0.0) or 0.0)
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy, precision=plan.precision, max_steps=plan.total_steps, max_epochs=-1,
+        accumulate_grad_batches=plan.accumulate, gradient_clip_val=grad_clip or None,
+        val_check_interval=plan.val_every_steps * plan.accumulate, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, use_distributed_sampler=False, deterministic=cfg.trainer.deterministic,
+        enable_progress_bar=cfg.trainer.enable_progress_bar, log_every_n_steps=cfg.trainer.log_every_n_steps,
+        logger=make_loggers(cfg, run_dir, "pretrain"), callbacks=callbacks, default_root_dir=str(run_dir / "pretrain"),
+        enable_model_summary=False,
+    )
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # Our sampler restarts at trainer.global_step, so a mid-epoch resume is exact (PITFALLS.md).
+        warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    wall = time.perf_counter() - t0
+    # A last validation at the final step, unless the loop just did one (history is the curve).
+    if not module.history or module.history[-1]["step"] != trainer.global_step:
+        trainer.validate(module, datamodule=dm, verbose=False)
+
+    tokens_local = torch.tensor(float(module.tokens_seen))
+    tokens = float(trainer.strategy.reduce(tokens_local, reduce_op="sum")) if trainer.world_size > 1 else float(tokens_local)
+    final = module.history[-1] if module.history else {}
+    tps = tokens / module.train_time if module.train_time > 0 else float("nan")
+    section: dict[str, Any] = {
+        "val_mlm_loss": final.get("val_mlm_loss"), "val_mlm_ppl": final.get("val_mlm_ppl"),
+        "val_mlm_acc": final.get("val_mlm_acc"), "val_nsp_acc": final.get("val_nsp_acc"),
+        "train_loss": module.last_loss,
+        "steps": int(trainer.global_step), "planned_steps": plan.total_steps, "tokens_seen": int(tokens),
+        "tokens_per_s": tps, "train_time_s": module.train_time, "wall_s": wall,
+        "flops_per_token": flops_per_token(module.config, plan.phases[-1].max_len),
+        "interrupted": bool(stop_at is not None and trainer.global_step < plan.total_steps),
+        "world_size": trainer.world_size, "global_rank": trainer.global_rank, "history": module.history,
+    }
+    return module, section

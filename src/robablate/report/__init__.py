@@ -1,0 +1,111 @@
+"""Finished runs -> comparison tables with confidence intervals, paired tests and plots.
+
+    python -m robablate.report outputs/multirun/... [--out DIR] [--baseline masking=static]
+
+or, from a notebook:
+
+    from robablate.report import load_report, plot_tasks
+    rep = load_report(["outputs/multirun/..."]); rep.summary; plot_tasks(rep, "masking")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from robablate.errors import ConfigError
+from robablate.report import render
+from robablate.report.collect import (AXES, PRETRAIN_METRICS, collect, history_frame, load_runs,
+                                      tidy_frame)
+from robablate.report.plots import PLOTS, plot_glue, plot_mlm_curve, plot_tasks, plot_throughput
+from robablate.report.tables import (DEFAULT_METRICS, aliased_axes, batch_sizes, off_axis_table, paired_table,
+                                     resolve_baselines, summary_table, variance_table, varied_axes)
+
+__all__ = ["Report", "load_report", "write_report", "collect", "plot_tasks", "plot_glue",
+           "plot_mlm_curve", "plot_throughput", "AXES", "PRETRAIN_METRICS"]
+
+
+@dataclass
+class Report:
+    tidy: pd.DataFrame            # run x task x fine-tuning seed x metric (collect())
+    summary: pd.DataFrame         # per axis, arm, task, metric: n, mean, std, median, 95% CI
+    paired: pd.DataFrame          # per axis, arm, task, metric: difference to the baseline + test
+    variance: pd.DataFrame        # pretraining-seed vs fine-tuning-seed variance per arm and task
+    problems: list[dict]          # corrupt / foreign / failed / unfinished files, never dropped silently
+    axes: list[str]               # the varied axes
+    baselines: dict[str, str] = field(default_factory=dict)
+    off_axis: pd.DataFrame = field(default_factory=pd.DataFrame)  # differing non-axis config keys
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)   # pretrain.history of every run
+    conventions: dict[str, str] = field(default_factory=dict)     # GLUE convention name -> description
+    aliases: dict[str, list[str]] = field(default_factory=dict)   # axes that vary one-to-one with an axis
+    n_boot: int = 10_000
+
+
+def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, str] | None = None,
+                metrics: Iterable[str] | None = None, n_boot: int = 10_000) -> Report:
+    """Collect and analyse the runs under `paths`. `baseline` maps an axis to its baseline arm,
+    `metrics` the tidy metrics to summarise (default: task score + pretraining metrics); an unknown
+    key, value or metric raises ConfigError listing the choices. Works with zero complete runs
+    (empty tables, problems listed)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    runs, problems = load_runs(paths)
+    tidy, bad = tidy_frame(runs)
+    problems += bad
+    bad_dirs = {str(Path(p["path"]).parent) for p in bad}
+    runs = [r for r in runs if r.run_dir not in bad_dirs]
+    if metrics is None:
+        metrics = list(DEFAULT_METRICS)
+    else:
+        metrics = list(metrics)
+        unknown = [m for m in metrics if m not in set(tidy["metric"])]
+        if unknown and not tidy.empty:
+            raise ConfigError(f"--metric {' '.join(unknown)}: not in these runs; available metrics: "
+                              f"{', '.join(sorted(set(tidy['metric'])))}")
+    axes = varied_axes(tidy)
+    sizes = batch_sizes(runs)
+    baselines = resolve_baselines(tidy, axes, baseline, sizes)
+    boot = {"n_boot": n_boot}
+    conventions = {}
+    for r in runs:
+        for conv, sc in ((r.data.get("glue") or {}).get("score") or {}).items():
+            if isinstance(sc, dict) and sc.get("convention"):
+                conventions.setdefault(conv, str(sc["convention"]))
+    return Report(
+        tidy=tidy, summary=summary_table(tidy, axes, baselines, metrics, sizes, **boot),
+        paired=paired_table(tidy, axes, baselines, metrics, sizes, **boot),
+        variance=variance_table(tidy, axes, metrics),
+        problems=problems, axes=axes, baselines=baselines, off_axis=off_axis_table(runs, axes),
+        history=history_frame(runs), conventions=conventions, aliases=aliased_axes(tidy, axes),
+        n_boot=n_boot)
+
+
+def write_report(report: Report, out_dir: str | Path) -> list[Path]:
+    """Write report.md, tables.tex, the CSVs and every plot (PNG + PDF) to out_dir; return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("tidy", "summary", "paired", "variance"):
+        getattr(report, name).to_csv(out / f"{name}.csv", index=False)
+        written.append(out / f"{name}.csv")
+    if not report.off_axis.empty:
+        report.off_axis.to_csv(out / "off_axis.csv", index=False)
+        written.append(out / "off_axis.csv")
+    plots: dict[str, list[str]] = {}
+    for axis in report.axes or [None]:
+        key = axis or render.NO_AXIS
+        for kind, fn in PLOTS.items():
+            fig = fn(report, axis or render.NO_AXIS)
+            if fig is None:
+                continue
+            stem = f"{kind}_{axis or 'all'}"
+            for ext in ("png", "pdf"):
+                fig.savefig(out / f"{stem}.{ext}", dpi=150)
+                written.append(out / f"{stem}.{ext}")
+            plots.setdefault(key, []).append(f"{stem}.png")
+    (out / "report.md").write_text(render.markdown(report, plots), encoding="utf-8")
+    (out / "tables.tex").write_text(render.latex(report), encoding="utf-8")
+    return written + [out / "report.md", out / "tables.tex"]

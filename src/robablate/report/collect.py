@@ -1,0 +1,191 @@
+"""Find every results.json under some folders and turn the finished runs into one tidy DataFrame.
+
+A sweep folder can hold debris: a half-edited file, someone else's `results.json`, a run that
+crashed. Each such file becomes an entry in a `problems` list that the report prints, so a missing
+arm is never mistaken for a missing effect.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+RESULTS_NAME = "results.json"
+# Same order as robablate.config.AXES (kept here so reading results never imports torch/hydra code).
+AXES = ("masking", "nsp", "format", "batch", "seq_len", "scheduler", "model", "corpus")
+PRETRAIN_TASK = "pretrain"
+PRETRAIN_METRICS = ("val_mlm_loss", "val_mlm_ppl", "val_mlm_acc", "val_nsp_acc", "tokens_per_s")
+MISSING = "n/a"  # axis value of a run whose results.json lacks that axis
+TIDY_COLUMNS = ["run_dir", *AXES, "seed", "task", "ft_seed", "metric", "value"]
+
+
+@dataclass
+class Run:
+    """One complete run, as read from its results.json."""
+
+    run_dir: str
+    axes: dict[str, str]
+    seed: int | None
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.data.get("config") or {}
+
+
+def axis_str(value: Any) -> str:
+    """Axis values as the command line spells them: `nsp=false`, `seq_len=128`."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def glue_task_name(convention: str, tasks: Iterable[str]) -> str:
+    """Pseudo-task name of a GLUE score; it names the convention and the tasks so that scores over
+    different task sets never land in one row (SPEC §3: say which GLUE score it is)."""
+    return f"GLUE ({convention} convention, tasks: {', '.join(tasks)})"
+
+
+def is_glue_task(task: str) -> bool:
+    return task.startswith("GLUE (")
+
+
+def find_results(paths: Iterable[str | Path]) -> tuple[list[Path], list[dict]]:
+    files, problems = [], []
+    for p in map(Path, paths):
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files.extend(sorted(p.rglob(RESULTS_NAME)))
+        else:
+            problems.append(_problem(p, "missing", "no such file or folder"))
+    return files, problems
+
+
+def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[dict]]:
+    """Read every results.json under `paths`; return the complete runs and a list of problems
+    (dicts with path, kind in corrupt/foreign/failed/unfinished/malformed/missing, message)."""
+    files, problems = find_results(paths)
+    runs = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(_problem(f, "corrupt", f"cannot read: {e}"))
+            continue
+        except json.JSONDecodeError as e:
+            problems.append(_problem(f, "corrupt", f"not JSON (line {e.lineno}, column {e.colno}: {e.msg})"))
+            continue
+        if not isinstance(data, dict) or "schema_version" not in data:
+            problems.append(_problem(f, "foreign", "no schema_version: not a robablate results.json"))
+            continue
+        if data["schema_version"] != SCHEMA_VERSION:
+            problems.append(_problem(f, "foreign", f"schema_version {data['schema_version']!r}, "
+                                                    f"this report reads {SCHEMA_VERSION}"))
+            continue
+        status = data.get("status")
+        missing = [k for k in ("axes", "pretrain") if not isinstance(data.get(k), dict)]
+        if status != "complete" or missing:
+            kind = "failed" if status == "failed" else "unfinished"
+            why = f"status {status!r}" + (f", missing {', '.join(missing)}" if missing else "")
+            if data.get("error"):
+                why += f": {data['error']}"
+            problems.append(_problem(f, kind, why, axes=data.get("axes"), seed=data.get("seed")))
+            continue
+        axes = {a: axis_str(data["axes"].get(a)) for a in AXES}
+        seed = data.get("seed")
+        runs.append(Run(str(f.parent), axes, None if seed is None else int(seed), data))
+    return runs, problems
+
+
+def _problem(path: Path, kind: str, message: str, axes: Any = None, seed: Any = None) -> dict:
+    d = {"path": str(path), "kind": kind, "message": message}
+    if isinstance(axes, dict):
+        d["axes"] = ", ".join(f"{k}={axis_str(v)}" for k, v in axes.items())
+    if seed is not None:
+        d["seed"] = seed
+    return d
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def run_rows(run: Run) -> list[dict]:
+    """Tidy rows of one run: pretraining metrics (task "pretrain"), every GLUE metric and the task
+    score per fine-tuning seed, and the run-level GLUE scores of results.json (one per convention)."""
+    base = {"run_dir": run.run_dir, **run.axes, "seed": run.seed}
+    rows = []
+
+    def add(task: str, ft_seed: int | None, metric: str, value: Any) -> None:
+        v = _num(value)
+        if v is not None:
+            rows.append({**base, "task": task, "ft_seed": ft_seed, "metric": metric, "value": v})
+
+    pre = run.data["pretrain"]
+    for m in PRETRAIN_METRICS:
+        add(PRETRAIN_TASK, None, m, pre.get(m))
+    glue = run.data.get("glue") or {}  # null/absent: glue=none (pretraining-only run)
+    for task, t in (glue.get("tasks") or {}).items():
+        for s in t.get("seeds") or []:
+            ft = int(s["seed"])
+            for m, v in (s.get("metrics") or {}).items():
+                if m != "score":
+                    add(task, ft, m, v)
+            add(task, ft, "score", s.get("score"))
+    # The run's own GLUE score (robablate.metrics, over per-task medians of the fine-tuning seeds):
+    # one value per run, so its unit of replication is the pretraining seed.
+    for conv, sc in (glue.get("score") or {}).items():
+        if isinstance(sc, dict) and sc.get("value") is not None:
+            tasks = sc.get("tasks") or sc.get("entries") or []
+            add(glue_task_name(conv, tasks), None, "score", sc["value"])
+    return rows
+
+
+def tidy_frame(runs: list[Run]) -> tuple[pd.DataFrame, list[dict]]:
+    rows, problems = [], []
+    for run in runs:
+        try:
+            rows.extend(run_rows(run))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            problems.append(_problem(Path(run.run_dir) / RESULTS_NAME, "malformed",
+                                     f"unexpected layout ({type(e).__name__}: {e})"))
+    df = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    for c in ("run_dir", *AXES, "task", "metric"):
+        df[c] = df[c].astype(object)
+    df["seed"] = df["seed"].astype("Int64")
+    df["ft_seed"] = df["ft_seed"].astype("Int64")
+    df["value"] = df["value"].astype(float)
+    return df, problems
+
+
+def history_frame(runs: list[Run]) -> pd.DataFrame:
+    """pretrain.history of every run, one row per validation point (for the MLM curves)."""
+    rows = []
+    for run in runs:
+        for h in run.data["pretrain"].get("history") or []:
+            if isinstance(h, dict) and h.get("tokens") is not None:
+                rows.append({"run_dir": run.run_dir, **run.axes, "seed": run.seed,
+                             "step": h.get("step"), "tokens": float(h["tokens"]),
+                             "val_mlm_loss": _num(h.get("val_mlm_loss")),
+                             "val_mlm_ppl": _num(h.get("val_mlm_ppl"))})
+    cols = ["run_dir", *AXES, "seed", "step", "tokens", "val_mlm_loss", "val_mlm_ppl"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def collect(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, list[dict]]:
+    """The tidy frame (one row per run x task x fine-tuning seed x metric) and the problems list."""
+    runs, problems = load_runs(paths)
+    tidy, more = tidy_frame(runs)
+    return tidy, problems + more

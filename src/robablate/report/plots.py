@@ -1,0 +1,137 @@
+"""Plots of a Report, as matplotlib Figures (no pyplot: no global state, any backend, notebook-safe).
+
+Every plot shows 95% CIs (SPEC §3: at small budgets the CI decides whether a bar is an effect).
+Each function returns None when the runs hold nothing to plot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from robablate.report.collect import PRETRAIN_TASK, is_glue_task
+
+
+def _arms(report, axis: str) -> list[str]:
+    s = report.summary[report.summary["axis"] == axis]
+    return list(dict.fromkeys(s["arm"]))
+
+
+def _bars(ax, frame: pd.DataFrame, groups: list[str], arms: list[str], group_col: str) -> None:
+    width = 0.8 / max(len(arms), 1)
+    x = np.arange(len(groups))
+    for i, arm in enumerate(arms):
+        rows = frame[frame["arm"] == arm].set_index(group_col).reindex(groups)
+        mean = rows["mean"].to_numpy(float)
+        err = np.vstack([mean - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - mean])
+        ax.bar(x + (i - (len(arms) - 1) / 2) * width, mean, width, yerr=np.clip(np.nan_to_num(err), 0, None), capsize=3,
+               label=arm)
+    ax.set_xticks(x, groups, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _axis_label(report, axis: str) -> str:
+    return f"{axis} (baseline {report.baselines[axis]})" if axis in report.baselines else "all runs"
+
+
+def plot_tasks(report, axis: str, metric: str = "score") -> Figure | None:
+    """Per-task mean score by arm with 95% CI error bars (fine-tuning tasks only)."""
+    s = report.summary
+    s = s[(s["axis"] == axis) & (s["metric"] == metric) & (s["task"] != PRETRAIN_TASK)
+          & ~s["task"].map(is_glue_task) & s["mean"].notna()]
+    if s.empty:
+        return None
+    tasks = list(dict.fromkeys(s["task"]))
+    fig = Figure(figsize=(max(5.0, 1.3 * len(tasks) + 2), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    _bars(ax, s, tasks, _arms(report, axis), "task")
+    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    fig.suptitle(f"Fine-tuning tasks by {_axis_label(report, axis)}")
+    fig.legend(title=axis, fontsize="small", loc="outside right center")
+    return fig
+
+
+def _arm_bars(ax, frame: pd.DataFrame, arms: list[str], axis: str) -> None:
+    """One bar per arm (x = the arm), 95% CI error bars."""
+    t = frame.set_index("arm").reindex(arms)
+    mean = t["mean"].to_numpy(float)
+    err = np.vstack([mean - t["ci_low"].to_numpy(float), t["ci_high"].to_numpy(float) - mean])
+    ax.bar(arms, mean, yerr=np.clip(np.nan_to_num(err), 0, None), capsize=4,
+           color=[f"C{j}" for j in range(len(arms))])
+    ax.set_xlabel(axis)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_glue(report, axis: str) -> Figure | None:
+    """The GLUE score by arm, one panel per convention (the panel title names convention and tasks)."""
+    s = report.summary
+    s = s[(s["axis"] == axis) & s["task"].map(is_glue_task) & s["mean"].notna()]
+    if s.empty:
+        return None
+    tasks = list(dict.fromkeys(s["task"]))
+    fig = Figure(figsize=(4.5 * len(tasks), 3.8), layout="constrained")
+    arms = _arms(report, axis)
+    for i, task in enumerate(tasks):
+        ax = fig.add_subplot(1, len(tasks), i + 1)
+        _arm_bars(ax, s[s["task"] == task], arms, axis)
+        ax.set_title(task.replace(", tasks:", ",\ntasks:"), fontsize="small")
+        ax.set_ylabel("GLUE score (mean over runs, 95% CI)")
+    return fig
+
+
+def _curves(hist: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-run curves on one token grid (runs may validate at different token counts): the union of
+    their points inside the range every run covers, linear interpolation in between."""
+    runs = [g.dropna(subset=[metric]).sort_values("tokens") for _, g in hist.groupby("run_dir")]
+    runs = [g for g in runs if len(g)]
+    if not runs:
+        return np.empty(0), np.empty((0, 0))
+    lo, hi = max(g["tokens"].min() for g in runs), min(g["tokens"].max() for g in runs)
+    grid = np.unique(np.concatenate([g["tokens"].to_numpy() for g in runs]))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    return grid, np.array([np.interp(grid, g["tokens"], g[metric]) for g in runs])
+
+
+def plot_mlm_curve(report, axis: str) -> Figure | None:
+    """Validation MLM loss and perplexity against tokens seen: mean per arm, band = min..max over runs."""
+    h = report.history
+    if h.empty or h[["val_mlm_loss", "val_mlm_ppl"]].isna().all().all():
+        return None
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    arms = _arms(report, axis)
+    for i, (metric, label) in enumerate([("val_mlm_loss", "validation MLM loss"),
+                                         ("val_mlm_ppl", "validation MLM perplexity")]):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for j, arm in enumerate(arms):
+            grid, ys = _curves(h if axis not in h.columns else h[h[axis] == arm], metric)
+            if not grid.size:
+                continue
+            ax.plot(grid, ys.mean(0), color=f"C{j}", label=f"{arm} (n={len(ys)})")
+            if len(ys) > 1:
+                ax.fill_between(grid, ys.min(0), ys.max(0), color=f"C{j}", alpha=0.2, lw=0)
+        ax.set_xlabel("tokens seen")
+        ax.set_ylabel(label)
+        if metric == "val_mlm_ppl":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(title=axis, fontsize="small")
+    fig.suptitle(f"Pretraining by {_axis_label(report, axis)} (band: min..max over pretraining seeds)")
+    return fig
+
+
+def plot_throughput(report, axis: str) -> Figure | None:
+    """Pretraining throughput (tokens/s) by arm with 95% CIs."""
+    s = report.summary
+    s = s[(s["axis"] == axis) & (s["task"] == PRETRAIN_TASK) & (s["metric"] == "tokens_per_s")]
+    if s.empty or s["mean"].isna().all():
+        return None
+    fig = Figure(figsize=(4.5, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    _arm_bars(ax, s, _arms(report, axis), axis)
+    ax.set_ylabel("pretraining tokens / s (mean, 95% CI)")
+    ax.set_title(f"Throughput by {_axis_label(report, axis)}", fontsize="medium")
+    return fig
+
+
+PLOTS = {"tasks": plot_tasks, "glue": plot_glue, "mlm_curve": plot_mlm_curve, "throughput": plot_throughput}

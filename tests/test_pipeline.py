@@ -1,0 +1,166 @@
+"""End to end on CPU: the smoke arm runs, the switches change what the model is fed, runs repeat
+exactly, and a resumed run ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import compose_cfg, shared_data
+from robablate.config import validate
+from robablate.errors import DataError
+from robablate.pipeline import run
+
+# A few seconds per arm: the smoke preset, made smaller still, and no fine-tuning unless a test wants it.
+FAST = ["experiment=smoke", "train.tokens=40_000", "glue=none", "trainer.enable_progress_bar=false",
+        "logger=none"]
+
+
+def arm(tmp_path: Path, cache_dir: Path, *overrides: str, name: str = "run"):
+    cfg = compose_cfg([*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path / name}", *overrides])
+    return cfg, run(cfg)
+
+
+def pretrain_metrics(res: dict) -> dict:
+    return {k: res["pretrain"][k] for k in ("val_mlm_loss", "val_mlm_acc", "val_nsp_acc", "train_loss", "steps",
+                                             "tokens_seen")}
+
+
+@pytest.mark.slow
+def test_smoke_writes_results_with_finite_metrics(tmp_path, cache_dir) -> None:
+    _, res = arm(tmp_path, cache_dir, "masking=dynamic", "nsp=false")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["schema_version"] == 1 and saved["status"] == "complete"
+    assert saved["axes"]["masking"] == "dynamic" and saved["axes"]["format"] == "full_sentences"
+    p = saved["pretrain"]
+    for k in ("val_mlm_loss", "val_mlm_ppl", "val_mlm_acc", "tokens_per_s"):
+        assert math.isfinite(p[k]), k
+    assert p["val_nsp_acc"] is None
+    assert p["tokens_seen"] > 0 and p["steps"] == saved["plan"]["total_steps"]
+    assert p["history"] and p["history"][-1]["step"] == p["steps"]
+    env = saved["environment"]
+    assert env["packages"]["torch"] and env["data_fingerprint"] and "device" in env
+    # The loss went down from its start: training does something.
+    assert p["history"][-1]["val_mlm_loss"] < p["history"][0]["val_mlm_loss"] or len(p["history"]) == 1
+    assert (tmp_path / "run" / "pretrain" / "hf" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_bert_arm_runs_with_nsp(tmp_path, cache_dir) -> None:
+    _, res = arm(tmp_path, cache_dir, "masking=static", "nsp=true", "format=segment_pair")
+    assert res["axes"]["nsp"] is True and 0.0 <= res["pretrain"]["val_nsp_acc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_metrics(tmp_path, cache_dir) -> None:
+    _, a = arm(tmp_path, cache_dir, "seed=3", name="a")
+    _, b = arm(tmp_path, cache_dir, "seed=3", name="b")
+    _, c = arm(tmp_path, cache_dir, "seed=4", name="c")
+    assert pretrain_metrics(a) == pretrain_metrics(b)
+    assert pretrain_metrics(a)["val_mlm_loss"] != pretrain_metrics(c)["val_mlm_loss"]
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted(tmp_path, cache_dir) -> None:
+    common = ["seed=1", "train.max_steps=12", "train.val_every_steps=4", "masking=dynamic"]
+    _, full = arm(tmp_path, cache_dir, *common, name="full")
+    _, part = arm(tmp_path, cache_dir, *common, "train.stop_at_step=8", name="resumed")
+    assert part["status"] == "interrupted" and part["pretrain"]["steps"] == 8
+    assert not (tmp_path / "resumed" / "results.json").exists()
+    _, resumed = arm(tmp_path, cache_dir, *common, "resume=true", name="resumed")
+    assert pretrain_metrics(resumed) == pretrain_metrics(full)
+
+
+def _fed_batches(cfg, n_steps: int):
+    """The masked batches the trainer would be fed for the first n_steps (no training)."""
+    from robablate.data.pretrain_data import MaskedBatches, PhasedSampler, prepare
+
+    plan = validate(cfg)
+    data = prepare(cfg, plan)
+    ds = MaskedBatches(data, cfg.masking, int(cfg.seed))
+    it = iter(PhasedSampler(data, plan, int(cfg.seed), 0, lambda: 0))
+    return data, plan, [(key, ds[key]) for key, _ in zip(it, range(n_steps * plan.accumulate))]
+
+
+@pytest.mark.slow
+def test_masking_switch_changes_what_is_fed(cache_dir, tmp_path) -> None:
+    # Enough steps for several epochs over a small corpus: static repeats masks every dupe_factor
+    # epochs, dynamic never repeats them.
+    base = [*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path}", "corpus.num_docs=150", "nsp=false",
+            "masking.dupe_factor=2"]
+    out = {}
+    for strategy in ("static", "dynamic"):
+        cfg = compose_cfg([*base, f"masking={strategy}", "masking.dupe_factor=2" if strategy == "static" else "seed=0"])
+        data, plan, batches = _fed_batches(cfg, 400)
+        seen: dict[tuple[int, int], list[bytes]] = {}
+        for (phase, epoch, idx), b in batches:
+            for row, i in enumerate(idx):
+                seen.setdefault((int(i), epoch), []).append(b["input_ids"][row].numpy().tobytes())
+        epochs = sorted({e for (_, e) in seen})
+        assert len(epochs) >= 4, "corpus too large for this test: need several epochs"
+        masks_per_instance = {}
+        for (i, e), v in seen.items():
+            masks_per_instance.setdefault(i, set()).update(v)
+        out[strategy] = np.mean([len(s) for s in masks_per_instance.values()])
+    assert out["static"] <= 2.0 + 1e-9          # dupe_factor=2 distinct masked copies
+    assert out["dynamic"] > 3.0                 # a fresh mask each epoch
+
+
+@pytest.mark.slow
+def test_nsp_switch_changes_what_is_fed(cache_dir, tmp_path) -> None:
+    base = [*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path}"]
+    _, _, with_nsp = _fed_batches(compose_cfg([*base, "nsp=true"]), 3)
+    _, _, without = _fed_batches(compose_cfg([*base, "nsp=false"]), 3)
+    labels = torch.cat([b["nsp_labels"] for _, b in with_nsp])
+    assert set(labels.tolist()) == {0, 1}
+    assert (torch.cat([b["token_type_ids"] for _, b in with_nsp]) == 1).any()  # a B segment exists
+    assert (torch.cat([b["nsp_labels"] for _, b in without]) == -100).all()
+    assert (torch.cat([b["token_type_ids"] for _, b in without]) == 0).all()
+
+
+@pytest.mark.slow
+def test_corpus_too_small_for_one_batch(tmp_path, cache_dir) -> None:
+    docs = tmp_path / "tiny_corpus"
+    docs.mkdir()
+    (docs / "a.txt").write_text("one short sentence .\n\nanother document here .\n", encoding="utf-8")
+    with pytest.raises(DataError, match="global batch"):
+        arm(tmp_path, cache_dir, "corpus=text", f"corpus.path={docs}", "corpus.val_fraction=0.5",
+            "tokenizer.vocab_size=64", "tokenizer.min_frequency=1")
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_the_run_naming_the_step(tmp_path, cache_dir, monkeypatch) -> None:
+    from robablate.models.bert import BertForPretraining
+    from robablate.pretrain import TrainingDiverged
+
+    forward = BertForPretraining.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *a, **kw):  # the guard is under test, not the model: poison step 3's loss
+        out = forward(self, *a, **kw)
+        calls["n"] += 1
+        if self.training and calls["n"] >= 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(BertForPretraining, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match="step 2"):
+        arm(tmp_path, cache_dir, "masking=dynamic")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["status"] == "failed" and "step 2" in saved["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_pretrains_on_wikitext2(tmp_path, cache_dir) -> None:
+    wt2 = shared_data("corpus", "wikitext-2")
+    _, res = arm(tmp_path, cache_dir, "corpus=text", f"corpus.path={wt2}", "corpus.train_glob=train.txt",
+                 "corpus.val_glob=valid.txt", "corpus.document_boundary=heading", "corpus.max_docs=60",
+                 "train.tokens=30_000", "nsp=false")
+    p = res["pretrain"]
+    assert res["axes"]["corpus"] == "text" and math.isfinite(p["val_mlm_loss"]) and p["tokens_seen"] >= 25_000
