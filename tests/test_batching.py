@@ -12,9 +12,8 @@ LENGTHS = np.random.default_rng(0).integers(8, 129, size=1000)  # instance lengt
 
 
 def sampler(**kw) -> BatchPlanSampler:
-    args = dict(lengths=LENGTHS, seed=3, batch_size=64, tokens_per_batch=None, accumulate=1, world_size=1,
-                rank=0, start_step=0, max_steps=40)
-    args.update(kw)
+    args = {"lengths": LENGTHS, "seed": 3, "batch_size": 64, "tokens_per_batch": None, "accumulate": 1,
+            "world_size": 1, "rank": 0, "start_step": 0, "max_steps": 40, **kw}
     return BatchPlanSampler(**args)
 
 

@@ -3,7 +3,8 @@
 Static and dynamic masking differ only in the epoch they pass (see `mask_epoch`), as in fairseq's
 MaskTokensDataset, where item i of epoch e is masked with an rng seeded from (seed, e, i).
 Seeding one numpy rng per row would need a Python loop over the batch, so instead every random number
-is a counter-based hash (splitmix64) of (seed, epoch, instance id, position, stream), with three
+is a counter-based hash of (seed, epoch, instance id, position, stream): splitmix64's finaliser
+applied to base(seed, epoch) + id * K + (3 * position + 1 + stream) * golden (mod 2^64), with three
 streams: selection, the 80/10/10 category, and the random replacement's id. Consequences:
 
 - the mask of row i is a pure function of (seed, epoch, instance_ids[i]) and its tokens: it does not
@@ -44,6 +45,7 @@ def _u64(value: int) -> np.ndarray:
 
 
 _C1, _C2 = _u64(0xBF58476D1CE4E5B9), _u64(0x94D049BB133111EB)
+_ROW_STEP = _u64(0xD1B54A32D192ED03)  # odd, unrelated to the golden ratio (a Weyl step of its own)
 _S30, _S27, _S31, _S32 = _u64(30), _u64(27), _u64(31), _u64(32)
 # Streams: position p draws stream s from Weyl counter 3p + 1 + s, so no two draws share a counter.
 _SELECT, _CATEGORY, _REPLACE = 0, 1, 2
@@ -71,19 +73,22 @@ def _mix(z: np.ndarray) -> np.ndarray:
 
 
 def _row_keys(instance_ids: np.ndarray, epoch: int, seed: int) -> np.ndarray:
-    """One 64-bit key per row from (seed, epoch, instance id); nothing else about the batch enters."""
-    base = _mix_py(_mix_py(seed * _GOLDEN + 1) ^ (epoch * _GOLDEN + 2))
+    """One 64-bit key per row: base(seed, epoch) + instance id x an odd constant. Not mixed here: the
+    draw's finaliser mixes key + counter, and two (row, position) pairs could share an input only if
+    two ids differed by one of ~6L pseudo-random 64-bit values (odds ~1e-16 per pair of rows)."""
+    # int(): callers pass numpy ints (the sampler's keys), whose products here would overflow.
+    base = _mix_py(_mix_py(int(seed) * _GOLDEN + 1) ^ (int(epoch) * _GOLDEN + 2))
     keys = instance_ids.astype(np.uint64)
-    keys *= _u64(_GOLDEN)
-    keys ^= _u64(base)
-    return _mix(keys)
+    keys *= _ROW_STEP
+    keys += _u64(base)
+    return keys
 
 
 @functools.lru_cache(maxsize=16)
 def _counters(length: int) -> np.ndarray:
     """uint64 [3, length]: the Weyl counter of (stream s, position p) is (3p + 1 + s) * golden."""
     steps = np.arange(_N_STREAMS * length, dtype=np.uint64).reshape(length, _N_STREAMS).T + np.uint64(1)
-    steps *= _u64(_GOLDEN)
+    steps = np.ascontiguousarray(steps * _u64(_GOLDEN))
     steps.flags.writeable = False
     return steps
 
@@ -93,6 +98,7 @@ def _draw(keys: np.ndarray, counters: np.ndarray) -> np.ndarray:
     return _mix(keys + counters)
 
 
+@functools.lru_cache(maxsize=64)
 def _below(prob: float) -> np.ndarray:
     """Threshold t with P(draw < t) = prob for a uniform 64-bit draw (integer compare, no float pass)."""
     return _u64(min(int(prob * 2.0**64), _M64))
@@ -148,14 +154,17 @@ def mask_tokens(
     if tokens.ndim != 2 or rows.shape != (tokens.shape[0],):
         raise ValueError(f"input_ids must be [B, L] and instance_ids [B]; got {tokens.shape} and {rows.shape}")
     tokens = tokens.astype(np.int64, copy=False)
-    # One pass checks both ends: as uint64, negative ids become huge.
-    if tokens.size and tokens.view(np.uint64).max() >= ids.vocab_size:
-        raise ValueError(f"input_ids must lie in [0, {ids.vocab_size}); got [{tokens.min()}, {tokens.max()}]")
+    is_candidate, pool = _vocab_tables(ids)
+    try:
+        # The table lookup doubles as the range check (an explicit min/max pass cost ~20% of a call).
+        # Negative ids would wrap here, but the embedding lookup and the loss reject them.
+        candidate = is_candidate[tokens]
+    except IndexError:
+        raise ValueError(f"input_ids must lie in [0, {ids.vocab_size}); got max {tokens.max()}") from None
 
     length = tokens.shape[1]
     keys = _row_keys(rows, epoch, seed)
     counters = _counters(length)
-    is_candidate, pool = _vocab_tables(ids)
 
     select_draw = _draw(keys[:, None], counters[_SELECT][None, :])
     if word_starts is not None:
@@ -167,7 +176,7 @@ def mask_tokens(
         np.maximum.accumulate(starts, axis=1, out=starts)
         select_draw = np.take_along_axis(select_draw, starts, axis=1)
     selected = select_draw < _below(mask_prob)
-    selected &= is_candidate[tokens]
+    selected &= candidate
 
     # Category and replacement draws only at the selected ~15%, on flat indices (1-D fancy indexing
     # is several times faster than 2-D). Each draw depends only on its own (row, position, stream).

@@ -33,6 +33,7 @@ from robablate.io import cache_key
 # Validation masks and instances use this seed whatever the run's seed, so every arm is scored on the
 # very same masked tokens (only the model differs).
 VAL_SEED = 20190726
+PHASE_SEED_STRIDE = 1_000_003
 
 
 @dataclass
@@ -147,7 +148,9 @@ class MaskedBatches(Dataset):
     def __getitem__(self, key: tuple[int, int, np.ndarray]) -> dict[str, torch.Tensor]:
         phase, epoch, idx = key
         m_epoch = mask_epoch(self.masking.name, epoch, self.masking.dupe_factor)
-        return make_batch(self.data.phases[phase], idx, m_epoch, self.seed, self.masking, self.data.ids,
+        # Phase p's instance i is a different sequence from phase 0's instance i: give it its own masks.
+        seed = self.seed + PHASE_SEED_STRIDE * phase
+        return make_batch(self.data.phases[phase], idx, m_epoch, seed, self.masking, self.data.ids,
                           self.data.word_starts)
 
 
