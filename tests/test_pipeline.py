@@ -47,7 +47,21 @@ def test_smoke_writes_results_with_finite_metrics(tmp_path, cache_dir) -> None:
     assert env["packages"]["torch"] and env["data_fingerprint"] and "device" in env
     # The loss went down from its start: training does something.
     assert p["history"][-1]["val_mlm_loss"] < p["history"][0]["val_mlm_loss"] or len(p["history"]) == 1
-    assert (tmp_path / "run" / "pretrain" / "hf" / "config.json").exists()
+    # The exported encoder loads in transformers and predicts what the native model predicts.
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from robablate.models.hf_export import load_native_from_hf
+
+    hf_dir = tmp_path / "run" / "pretrain" / "hf"
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    batch = tok(["the first sentence of a test", "and a second one"], return_tensors="pt", padding=True)
+    hf = AutoModelForMaskedLM.from_pretrained(hf_dir).eval()
+    native = load_native_from_hf(hf_dir).eval()
+    with torch.no_grad():
+        ours = native.mlm_logits(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"].bool())
+        theirs = hf(**batch).logits
+    keep = batch["attention_mask"].bool()
+    assert (ours[keep] - theirs[keep]).abs().max() < 1e-4  # same math, different kernels (fp32)
 
 
 @pytest.mark.slow
@@ -130,9 +144,12 @@ def test_corpus_too_small_for_one_batch(tmp_path, cache_dir) -> None:
     docs = tmp_path / "tiny_corpus"
     docs.mkdir()
     (docs / "a.txt").write_text("one short sentence .\n\nanother document here .\n", encoding="utf-8")
-    with pytest.raises(DataError, match="global batch"):
-        arm(tmp_path, cache_dir, "corpus=text", f"corpus.path={docs}", "corpus.val_fraction=0.5",
-            "tokenizer.vocab_size=64", "tokenizer.min_frequency=1")
+    too_small = ["corpus=text", f"corpus.path={docs}", "corpus.val_fraction=0.5", "tokenizer.vocab_size=64",
+                 "tokenizer.min_frequency=1"]
+    with pytest.raises(DataError, match="fewer than one global batch"):
+        arm(tmp_path, cache_dir, *too_small, "nsp=false")
+    with pytest.raises(DataError, match="corpus `text`.*2 non-empty documents"):
+        arm(tmp_path, cache_dir, *too_small, "nsp=true", name="nsp")
 
 
 @pytest.mark.slow

@@ -83,18 +83,24 @@ def prepare(cfg: DictConfig, plan: Plan) -> PreparedData:
 
     t = time.perf_counter()
     ssp = float(cfg.seq_len.short_seq_prob)
-    phases = [build_instances(caches["train"], plan.format, ph.max_len, ssp, int(cfg.seed), ids) for ph in plan.phases]
     n_val = int(cfg.train.val_instances)
     val_len = int(cfg.train.val_max_len)
-    val_mlm = _first(build_instances(caches["val"], "full_sentences", val_len, 0.0, VAL_SEED, ids), n_val)
-    val_nsp = _first(build_instances(caches["val"], plan.format, val_len, 0.0, VAL_SEED, ids), n_val) if plan.nsp else None
+    where = f"corpus `{cfg.corpus.name}` ({read_cfg.get('path') or 'generated'})"
+    try:
+        phases = [build_instances(caches["train"], plan.format, ph.max_len, ssp, int(cfg.seed), ids)
+                  for ph in plan.phases]
+        val_mlm = _first(build_instances(caches["val"], "full_sentences", val_len, 0.0, VAL_SEED, ids), n_val)
+        val_nsp = (_first(build_instances(caches["val"], plan.format, val_len, 0.0, VAL_SEED, ids), n_val)
+                   if plan.nsp else None)
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from e
     timings["instances_s"] = time.perf_counter() - t
 
     for i, (inst, ph) in enumerate(zip(phases, plan.phases)):
         need = plan.global_batch if not plan.token_batching else plan.accumulate * plan.world_size
         if len(inst.lengths) < need:
             raise DataError(
-                f"The corpus `{cfg.corpus.name}` ({read_cfg.get('path') or 'generated'}) gives only {len(inst.lengths)} "
+                f"The {where} gives only {len(inst.lengths)} "
                 f"{plan.format} instances of at most {ph.max_len} tokens, fewer than one global batch "
                 f"({need}); use a larger corpus or a smaller batch.size.")
     if len(val_mlm.lengths) == 0:

@@ -1,0 +1,190 @@
+"""Training-step throughput: robablate's BertForPretraining vs transformers' BertForMaskedLM (sdpa).
+
+One training step = forward + backward + AdamW step, at the same shape, the same batches and the same
+masks for both (robablate's mask_tokens, 15%, 80/10/10), both in train mode with dropout 0.1. Both
+models get the same optimizer (robablate.optim.build_optimizer: AdamW, BERT's no-decay groups), so
+the comparison is about the model. NSP is off (BertForMaskedLM has no NSP head).
+
+Timings are interleaved: each round runs one step of each model and one large fp32 matmul, so load
+from other processes hits all three alike; medians are reported. The matmul gives the machine's
+measured peak FLOP/s, against which MFU is computed (FLOPs the model executes per token x tokens/s:
+the transformers model runs its vocabulary projection at every position, robablate's only at the
+selected ones). Also prints the share of a training step that masking takes at this shape. The last
+line is `speedup_vs_transformers: X.XX` (transformers step time / robablate step time).
+
+    python experiments/bench_pretrain.py [--rounds 12] [--vocab 8192 --hidden 256 --layers 4 --heads 4
+        --ffn 1024 --seq 128 --batch 32] [--threads N] [--compile] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from robablate.data.masking import mask_tokens
+from robablate.data.tokenizer import SpecialIds
+from robablate.models.bert import BertConfig, BertForPretraining, flops_per_token
+from robablate.optim import build_optimizer
+
+OPTIMIZER = {"betas": [0.9, 0.999], "eps": 1e-6, "weight_decay": 0.01}  # conf/optimizer/bert.yaml
+LR = 1e-4
+MASK_PROB = 0.15
+
+
+def make_batches(n: int, batch: int, seq: int, ids: SpecialIds, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """n full-length batches (no padding, as FULL-SENTENCES) masked by robablate's mask_tokens."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for epoch in range(n):
+        rows = rng.integers(5, ids.vocab_size, size=(batch, seq)).astype(np.int64)
+        rows[:, 0], rows[:, -1] = ids.cls, ids.sep
+        masked, labels = mask_tokens(rows, np.arange(batch, dtype=np.int64), epoch, seed, mask_prob=MASK_PROB,
+                                     mask_token_frac=0.8, random_token_frac=0.1, ids=ids)
+        out.append({"input_ids": torch.from_numpy(masked), "token_type_ids": torch.zeros(batch, seq, dtype=torch.long),
+                    "attention_mask": torch.ones(batch, seq, dtype=torch.long), "labels": torch.from_numpy(labels)})
+    return out
+
+
+def robablate_step(cfg: BertConfig, compile: bool) -> tuple[Callable, torch.nn.Module]:
+    model = BertForPretraining(cfg, nsp=False).train()
+    if compile:
+        model.encoder = torch.compile(model.encoder)  # as train.compile=true does
+    opt = build_optimizer(model, OPTIMIZER, LR)
+
+    def step(b: dict[str, torch.Tensor]) -> float:
+        loss = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], mlm_labels=b["labels"])["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+    return step, model
+
+
+def transformers_step(cfg: BertConfig, compile: bool) -> tuple[Callable, torch.nn.Module]:
+    from transformers import BertConfig as HFConfig
+    from transformers import BertForMaskedLM
+
+    hf_cfg = HFConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+                      num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+                      max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
+                      hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.attention_dropout,
+                      layer_norm_eps=cfg.layer_norm_eps, pad_token_id=cfg.pad_token_id, hidden_act="gelu")
+    model = BertForMaskedLM._from_config(hf_cfg, attn_implementation="sdpa").train()
+    if compile:
+        model.bert = torch.compile(model.bert)
+    opt = build_optimizer(model, OPTIMIZER, LR)
+
+    def step(b: dict[str, torch.Tensor]) -> float:
+        loss = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"],
+                     labels=b["labels"]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+    return step, model
+
+
+def matmul_probe(n: int = 2048) -> Callable[[], float]:
+    """Seconds for one n x n fp32 matmul; 2 n^3 / t is the machine's attainable peak FLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    c = torch.empty(n, n)
+
+    def run() -> float:
+        t = time.perf_counter()
+        torch.mm(a, b, out=c)
+        return time.perf_counter() - t
+    return run
+
+
+def profile(steps: dict[str, Callable], batches: list, n: int = 3, rows: int = 15) -> None:
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    for name, step in steps.items():
+        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+            for i in range(n):
+                step(batches[i % len(batches)])
+        print(f"\n== torch.profiler: {name}, {n} steps, by self CPU time ==")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--ffn", type=int, default=1024)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="torch.compile both encoders")
+    p.add_argument("--profile", action="store_true", help="print torch.profiler tables for both models")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    ids = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4, vocab_size=args.vocab)
+    cfg = BertConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+                     intermediate_size=args.ffn)
+    batches = make_batches(4, args.batch, args.seq, ids)
+    tokens = args.batch * args.seq
+    mlm_fraction = float(np.mean([(b["labels"] != -100).float().mean() for b in batches]))
+    ours, ours_model = robablate_step(cfg, args.compile)
+    hf, hf_model = transformers_step(cfg, args.compile)
+    mm = matmul_probe()
+    rows = batches[0]["input_ids"].numpy()
+
+    def masking() -> None:
+        mask_tokens(rows, np.arange(args.batch, dtype=np.int64), 1, 0, mask_prob=MASK_PROB, mask_token_frac=0.8,
+                    random_token_frac=0.1, ids=ids)
+
+    steps = {"robablate": ours, "transformers": hf}
+    for i in range(args.warmup):
+        for step in steps.values():
+            step(batches[i % len(batches)])
+        mm()
+    if args.profile:
+        profile(steps, batches)
+
+    times: dict[str, list[float]] = {"robablate": [], "transformers": [], "matmul": [], "masking": []}
+    for r in range(args.rounds):
+        b = batches[r % len(batches)]
+        order = list(steps.items()) if r % 2 == 0 else list(steps.items())[::-1]  # A B, B A, ...
+        for name, step in order:
+            t = time.perf_counter()
+            step(b)
+            times[name].append(time.perf_counter() - t)
+        times["matmul"].append(mm())
+        t = time.perf_counter()
+        masking()
+        times["masking"].append(time.perf_counter() - t)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    peak = 2 * 2048**3 / med["matmul"]
+    flops = {"robablate": flops_per_token(cfg, args.seq, mlm_fraction),
+             "transformers": flops_per_token(cfg, args.seq, 1.0)}  # its head runs at every position
+    print(f"shape: vocab {args.vocab}, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, FFN {args.ffn}, "
+          f"seq {args.seq}, batch {args.batch} ({tokens} tokens/step, {mlm_fraction:.3f} selected), "
+          f"{torch.get_num_threads()} torch threads, compile={args.compile}, {args.rounds} interleaved rounds")
+    print(f"matmul peak (2048^3 fp32, measured): {peak / 1e9:.1f} GFLOP/s")
+    for name in steps:
+        tps = tokens / med[name]
+        spread = f"{min(times[name]) * 1e3:.0f}-{max(times[name]) * 1e3:.0f}"
+        print(f"{name:13s} {med[name] * 1e3:8.1f} ms/step (range {spread})  {tps:9,.0f} tokens/s  "
+              f"{flops[name] / 1e6:6.1f} MFLOP/token  MFU {flops[name] * tps / peak:6.1%}")
+    share = med["masking"] / med["robablate"]
+    print(f"masking (mask_tokens, [{args.batch}, {args.seq}]): {med['masking'] * 1e3:.2f} ms = {share:.2%} of a "
+          f"robablate training step ({'under' if share < 0.02 else 'NOT under'} 2%)")
+    print(f"speedup_vs_transformers: {med['transformers'] / med['robablate']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
