@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robablate.io import cache_key
 from robablate.data import synthetic, token_cache
 from robablate.data.tokenizer import get_tokenizer
 from robablate.errors import DataError
@@ -97,9 +98,9 @@ def test_corrupt_cache_is_reported(tok, tmp_path):
 
 
 def test_cache_key_is_stable_and_sensitive():
-    assert token_cache.cache_key("a", 1, {"x": [1, 2]}) == token_cache.cache_key("a", 1, {"x": [1, 2]})
-    assert token_cache.cache_key("a", 1) != token_cache.cache_key("a", 2)
-    assert token_cache.cache_key(Path("/x")) == token_cache.cache_key("/x")
+    assert cache_key("a", 1, {"x": [1, 2]}) == cache_key("a", 1, {"x": [1, 2]})
+    assert cache_key("a", 1) != cache_key("a", 2)
+    assert cache_key(Path("/x")) == cache_key("/x")
 
 
 def _worker(tok_dir: str, root: str, log: str) -> tuple[int, int, float, float]:
