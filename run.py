@@ -3,12 +3,17 @@
 Thin on purpose (lightning-hydra-template): compose the config, hand it to robablate.pipeline.
 """
 
+import os
 import sys
 
-import hydra
-from omegaconf import DictConfig
+# OpenMP threads that spin while another process holds the cores made CPU steps 2-5x slower on a
+# shared machine (benchmarks.md); sleeping instead costs nothing measurable on an idle one.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from robablate.config import normalize_overrides
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from robablate.config import normalize_overrides  # noqa: E402
 
 # `seq_len=128` names a config option, but Hydra parses 128 as an int and refuses it as a group
 # override; quote such values before Hydra reads the command line.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see run.py
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,36 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (../shared/data is absent; set ROBABLATE_SHARED_DATA)")
     return path
+
+
+# --- one small sweep shared by test_sweep.py, test_notebook.py and test_wandb.py ----------------------
+# The Done-when command of issue 4 (`python run.py -m experiment=smoke masking=static,dynamic seed=0,1`),
+# shrunk to a few seconds per arm, run once per session through the real CLI (Hydra's basic launcher)
+# with W&B offline, so the W&B tests read the files of a real multirun.
+SMOKE_SWEEP_OVERRIDES = [
+    "experiment=smoke", "masking=static,dynamic", "seed=0,1", "glue.seeds=1", "glue.epochs=1",
+    "glue.max_train_examples=64", "glue.max_eval_examples=64", "train.tokens=8000", "train.val_instances=32",
+    "trainer.enable_progress_bar=false", "logger=wandb",
+]
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory, cache_dir):
+    """Run the shared sweep once; returns (sweep folder, CompletedProcess). Tests assert on the rc."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path_factory.mktemp("sweep") / "smoke"
+    env = {**os.environ, "ROBABLATE_CACHE": str(cache_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           "HYDRA_FULL_ERROR": "1"}
+    env.pop("WANDB_DIR", None)  # W&B files go inside each arm's folder
+    proc = subprocess.run([sys.executable, "run.py", "-m", *SMOKE_SWEEP_OVERRIDES, f"hydra.sweep.dir={sweep}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return sweep, proc
+
+
+def sweep_ok(smoke_sweep) -> Path:
+    """The sweep folder, or fail with the tail of the sweep's stderr."""
+    sweep, proc = smoke_sweep
+    assert proc.returncode == 0, f"sweep failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
+    return sweep

@@ -1,7 +1,16 @@
-"""Experiment loggers (CSV, W&B) for the Lightning trainers. A W&B failure never costs a run."""
+"""Experiment loggers (CSV, W&B) for the Lightning trainers. A W&B failure never costs a run.
+
+W&B layout (logger=wandb): every arm of a sweep gives two W&B runs, `job_type` pretrain and
+finetune, in one `group` per sweep (`<experiment>/<sweep folder>`), tagged with the arm's axis
+values and carrying the resolved Hydra config. All fine-tuning trainers of an arm (tasks x seeds)
+log into the arm's one finetune run under a `<task>/seed=<n>/` prefix. The CSV logs and
+results.json never depend on W&B: wandb.init is called here, inside a try, not lazily inside
+trainer.fit where its failure would end the run.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -11,56 +20,228 @@ from omegaconf import DictConfig, OmegaConf
 
 from robablate.config import axes_of
 
+# The W&B run this process has open and what it belongs to: (arm folder, job_type). Fine-tuning
+# trainers of the same arm re-use the run instead of each starting one.
+_ACTIVE: dict[str, Any] = {"key": None, "run": None, "arm": None}
+
+
+def arm_dir(cfg: DictConfig, fallback: Path) -> Path:
+    """The arm's output folder (run_dir or Hydra's job folder); `fallback` outside both."""
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir).resolve()
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.output_dir).resolve()
+    except Exception:  # noqa: BLE001 - naming only
+        pass
+    return Path(fallback).resolve()
+
+
+def sweep_dir(arm: Path) -> Path | None:
+    """The sweep folder holding this arm: Hydra's sweep.dir inside a multirun job, else the folder
+    right under `multirun/` (outputs/<experiment>/multirun/<time>/<overrides>/seed=<n>); None for a
+    single run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return Path(HydraConfig.get().sweep.dir).resolve()
+    except Exception:  # noqa: BLE001
+        pass
+    parts = arm.parts
+    if "multirun" in parts[:-1]:
+        i = len(parts) - 1 - parts[::-1].index("multirun")
+        if i + 1 < len(parts):
+            return Path(*parts[: i + 2])
+    return None
+
+
+def arm_axes(cfg: DictConfig) -> dict[str, Any]:
+    """axes_of(cfg) with format=auto resolved (segment_pair with NSP, full_sentences without)."""
+    axes = axes_of(cfg)
+    try:
+        from robablate.data.formats import resolve_format
+
+        axes["format"] = resolve_format(str(axes["format"]), bool(axes["nsp"]))
+    except Exception:  # noqa: BLE001 - validate() reports bad formats; tags are cosmetic
+        pass
+    return axes
+
 
 def wandb_settings(cfg: DictConfig, run_dir: Path, job_type: str) -> dict[str, Any]:
     """Arguments for wandb.init: group = the sweep, job_type = stage, tags = axis values, config =
     the resolved Hydra config (PITFALLS: unresolved interpolations must not reach the dashboard)."""
     lg = cfg.logger
-    sweep = run_dir.parent.name if "multirun" in run_dir.parts else run_dir.name
-    axes = axes_of(cfg)
+    arm = arm_dir(cfg, Path(run_dir))
+    sweep = sweep_dir(arm)
+    try:
+        name = str(arm.relative_to(sweep)) if sweep is not None and arm != sweep else arm.name
+    except ValueError:
+        name = arm.name
+    tags = [f"{k}={v}" for k, v in arm_axes(cfg).items()] + [str(t) for t in (lg.get("tags") or [])]
     return {
-        "project": lg.project,
+        "project": lg.get("project") or "robablate",
         "entity": lg.get("entity"),
-        "group": lg.get("group") or f"{cfg.experiment_name}/{sweep}",
+        "group": lg.get("group") or (f"{cfg.experiment_name}/{sweep.name}" if sweep else str(cfg.experiment_name)),
         "job_type": job_type,
-        "name": f"{run_dir.name}-{job_type}",
-        "tags": [f"{k}={v}" for k, v in axes.items()] + list(lg.get("tags") or []),
+        "name": f"{name} {job_type}",
+        "tags": [t[:64] for t in tags],  # W&B rejects tags over 64 characters
         "config": OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False),
-        "dir": str(run_dir),
-        "mode": lg.get("mode") or os.environ.get("WANDB_MODE") or None,
+        # The run's files go inside the arm folder unless WANDB_DIR says otherwise.
+        "dir": None if os.environ.get("WANDB_DIR") else str(arm),
+        "mode": lg.get("mode"),  # None: wandb reads WANDB_MODE (offline, disabled, online)
     }
 
 
+def _warn(msg: str) -> None:
+    warnings.warn(f"W&B: {msg}; the run goes on without it (CSV logs and results.json are unaffected).",
+                  stacklevel=3)
+
+
+def _start_run(kw: dict[str, Any]):
+    import wandb
+
+    if wandb.run is not None:  # a previous stage or job left one open: one W&B run per stage and arm
+        wandb.finish()
+    run = wandb.init(**{k: v for k, v in kw.items() if v is not None})
+    # Lightning's x-axis, as WandbLogger would define it for a run it created itself.
+    run.define_metric("trainer/global_step")
+    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    return run
+
+
+def _make_safe_wandb_logger():
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities import rank_zero_only
+
+    class SafeWandbLogger(WandbLogger):
+        """WandbLogger whose logging calls warn once and go quiet on error instead of raising."""
+
+        LOGGER_JOIN_CHAR = "/"  # prefix "SYN-TOPIC/seed=0" + "dev/score" -> "SYN-TOPIC/seed=0/dev/score"
+
+        def _guard(self, fn, *args: Any, **kwargs: Any) -> None:
+            if getattr(self, "_broken", False):
+                return
+            try:
+                fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - a dashboard problem must not end training
+                self._broken = True
+                _warn(f"logging failed ({type(e).__name__}: {e})")
+
+        @rank_zero_only
+        def log_hyperparams(self, params: Any) -> None:
+            # A prefixed (fine-tuning) logger shares its run with the other tasks and seeds: their
+            # module hparams would overwrite each other, and the resolved config already has them.
+            if not self._prefix:
+                self._guard(super().log_hyperparams, params)
+
+        @rank_zero_only
+        def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+            self._guard(super().log_metrics, metrics, step)
+
+        def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+            self._guard(super().after_save_checkpoint, checkpoint_callback)
+
+        def finalize(self, status: str) -> None:
+            self._guard(super().finalize, status)
+
+    # Picklable as robablate.callbacks.SafeWandbLogger (trainer=ddp_spawn pickles the loggers; the
+    # spawned rank 0 re-attaches to this process's W&B run through WandbLogger.__getstate__).
+    SafeWandbLogger.__module__, SafeWandbLogger.__qualname__ = __name__, "SafeWandbLogger"
+    return SafeWandbLogger
+
+
+def __getattr__(name: str) -> Any:
+    """`SafeWandbLogger` is built on first use: importing this module must not import Lightning."""
+    if name == "SafeWandbLogger":
+        globals()[name] = cls = _make_safe_wandb_logger()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _global_rank() -> int:
+    """This process's rank as Lightning reads it from the environment (RANK, LOCAL_RANK, SLURM_PROCID);
+    0 in a single process and in the parent of ddp_spawn."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
 def build_loggers(cfg: DictConfig, run_dir: Path, job_type: str) -> list:
-    """CSV always (results never depend on W&B); plus W&B when logger=wandb and it starts."""
+    """CSV always (results never depend on W&B); plus W&B when logger=wandb and it starts.
+
+    `run_dir` is where this trainer writes (the arm folder for pretraining, glue/<task>/seed=<n>
+    for a fine-tuning run); the W&B run is per arm and stage."""
     from lightning.pytorch.loggers import CSVLogger
 
     loggers: list = [CSVLogger(save_dir=str(run_dir), name=job_type, version="")]
-    if cfg.logger.name == "wandb":
-        try:
-            import wandb
-            from lightning.pytorch.loggers import WandbLogger
+    if cfg.logger.get("name") != "wandb" or _global_rank() != 0:
+        return loggers  # DDP ranks > 0 (ddp, SLURM tasks) log nothing: rank 0 owns the W&B run
+    try:
+        import wandb
 
-            kw = wandb_settings(cfg, run_dir, job_type)
-            # A fresh run per stage (and per multirun job): finish whatever a previous stage left open.
-            if wandb.run is not None:
-                wandb.finish()
-            os.environ.setdefault("WANDB_START_METHOD", "thread")  # Hydra hang workaround (W&B docs)
-            loggers.append(WandbLogger(**{k: v for k, v in kw.items() if v is not None}))
-        except Exception as e:  # noqa: BLE001 - any W&B problem must only warn
-            warnings.warn(f"W&B logger disabled ({type(e).__name__}: {e}); CSV logs are still written.")
+        arm = arm_dir(cfg, Path(run_dir))
+        key = (str(arm), job_type)
+        if _ACTIVE["key"] == key and _ACTIVE["run"] is not None and wandb.run is _ACTIVE["run"]:
+            run = _ACTIVE["run"]
+        else:
+            run = _start_run(wandb_settings(cfg, Path(run_dir), job_type))
+            _ACTIVE.update(key=key, run=run, arm=arm)
+        prefix = ""
+        try:
+            prefix = Path(run_dir).resolve().relative_to(arm / "glue").as_posix()
+        except ValueError:
+            pass
+        loggers.append(__getattr__("SafeWandbLogger")(experiment=run, prefix=prefix))
+    except Exception as e:  # noqa: BLE001 - any W&B problem (bad mode, no login, no network) must only warn
+        _ACTIVE.update(key=None, run=None, arm=None)
+        _warn(f"logger disabled ({type(e).__name__}: {e})")
     return loggers
 
 
+def results_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a dashboard compares arms by, flattened from results.json."""
+    out: dict[str, Any] = {"status": results.get("status")}
+    for k, v in (results.get("pretrain") or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"pretrain/{k}"] = v
+    glue = results.get("glue") or {}
+    for task, t in (glue.get("tasks") or {}).items():
+        med = (t.get("summary") or {}).get("median")
+        if med is not None:
+            out[f"glue/{task}"] = med
+    for conv, sc in (glue.get("score") or {}).items():
+        if isinstance(sc, dict) and sc.get("value") is not None:
+            out[f"glue/score_{conv}"] = sc["value"]
+    return out
+
+
 def finish_wandb() -> None:
-    """Close the W&B run, if any; called from a `finally:` so every multirun job finishes its run."""
+    """Close the W&B run, if any, after copying the arm's results.json numbers into its summary.
+    Called from pipeline.run's `finally:` so every multirun job finishes its own run (wandb #1314)."""
+    import sys
+
+    if "wandb" not in sys.modules:
+        return
+    arm = _ACTIVE.get("arm")
+    _ACTIVE.update(key=None, run=None, arm=None)
     try:
-        import sys
+        import wandb
 
-        if "wandb" in sys.modules:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
+        if wandb.run is None:
+            return
+        exit_code = 0
+        path = Path(arm) / "results.json" if arm else None
+        if path is not None and path.is_file():
+            try:
+                summary = results_summary(json.loads(path.read_text()))
+                wandb.run.summary.update(summary)
+                exit_code = 1 if summary["status"] == "failed" else 0  # the dashboard marks it crashed
+            except Exception as e:  # noqa: BLE001
+                _warn(f"could not copy results.json into the summary ({type(e).__name__}: {e})")
+        wandb.finish(exit_code=exit_code)
     except Exception as e:  # noqa: BLE001
-        warnings.warn(f"wandb.finish failed: {e}")
+        _warn(f"wandb.finish failed ({type(e).__name__}: {e})")

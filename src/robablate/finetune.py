@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from robablate.data.glue import Split, TaskSpec, dev_splits, get_task, load_task, load_task_hf
+from robablate.data.glue import (Split, TaskSpec, dev_splits, get_task, load_task, load_task_hf, submission_splits,
+                                 submission_text)
 from robablate.data.tokenizer import special_ids
 from robablate.errors import ConfigError, DataError
 from robablate.io import atomic_write_text
@@ -149,13 +150,28 @@ def subset(split: Split, n: int | None) -> tuple[Split, np.ndarray]:
                  labels, split.n_skipped, split.path), rows
 
 
+def test_splits_present(task: str | TaskSpec, data_dir: str | Path | None, source: str = "local") -> list[str]:
+    """The task's test splits (GLUE-server submission) when all of its test files are there: local
+    files under data_dir, or the hub's test splits; [] for the synthetic tasks."""
+    spec = get_task(task)
+    names = submission_splits(spec)
+    if source == "hf":
+        return names
+    if not names or data_dir is None:
+        return []
+    return names if all((Path(data_dir) / spec.folder / f"{s}.tsv").is_file() for s in names) else []
+
+
 def load_encoded(task: str | TaskSpec, data_dir: str | Path | None, tokenizer: Any, max_len: int,
                  cache_dir: str | Path | None = None, source: str = "local",
-                 max_train: int | None = None, max_eval: int | None = None) -> dict[str, EncodedSplit]:
-    """Train and dev splits of `task`, tokenised once and cached under cache_dir/glue/."""
+                 max_train: int | None = None, max_eval: int | None = None,
+                 with_test: bool = False) -> dict[str, EncodedSplit]:
+    """Train and dev splits of `task` (and its test splits with `with_test`, when present), tokenised
+    once and cached under cache_dir/glue/. max_train / max_eval cap train / dev; test splits are never
+    capped (a submission needs every row)."""
     spec = get_task(task)
-    names = ["train", *dev_splits(spec)]
-    caps = {s: (max_train if s == "train" else max_eval) for s in names}
+    names = ["train", *dev_splits(spec), *(test_splits_present(spec, data_dir, source) if with_test else [])]
+    caps = {s: (max_train if s == "train" else None if s.startswith("test") else max_eval) for s in names}
     if source == "local":
         if data_dir is None:
             raise ConfigError(f"glue.data_dir: {spec.name} needs a folder in the official GLUE layout "
@@ -255,15 +271,17 @@ class FinetuneModule(pl.LightningModule):
     def __init__(self, config: Mapping[str, Any], task: str, lr: float, total_steps: int,
                  warmup_fraction: float = 0.06, weight_decay: float = 0.1, dropout: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
-                 encoder_state: Mapping[str, torch.Tensor] | None = None):
+                 encoder_state: Mapping[str, torch.Tensor] | None = None, keep_best_state: bool = False):
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder_state"])
+        self.save_hyperparameters(ignore=["encoder_state", "keep_best_state"])
         self.spec = get_task(task)
         self.model = FinetuneModel(BertConfig(**config), self.spec.num_labels, dropout)
         if encoder_state is not None:
             self.model.encoder.load_state_dict(encoder_state, strict=True)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        # The selected epoch's weights (CPU copy), kept only when test predictions are wanted.
+        self.keep_best_state, self.best_state = keep_best_state, None
         self._preds: dict[int, list[torch.Tensor]] = {}
 
     def _outputs(self, logits: torch.Tensor) -> torch.Tensor:
@@ -304,11 +322,15 @@ class FinetuneModule(pl.LightningModule):
         self.log("dev/score", score, prog_bar=True)
         if self.best is None or score > self.best["score"]:  # ties keep the earlier epoch
             self.best = {"epoch": epoch, "metrics": metrics, "score": score, "preds": preds}
+            if self.keep_best_state:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
+        # fused: one pass per tensor; on CPU the for-loop AdamW costs more than a tiny model's forward
+        # and backward (no gradient clipping here, so fused is safe under 16-mixed too).
         opt = build_optimizer(self.model, {"betas": list(hp.betas), "eps": hp.eps, "weight_decay": hp.weight_decay},
-                              hp.lr)
+                              hp.lr, fused=True)
         sched = build_scheduler(opt, {"name": "linear", "warmup_fraction": hp.warmup_fraction}, int(hp.total_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -329,6 +351,32 @@ def write_dev_predictions(path: Path, spec: TaskSpec, encoded: Mapping[str, Enco
         enc = encoded[s]
         lines += [f"{s}\t{r}\t{fmt(y_hat)}\t{fmt(y)}" for r, y_hat, y in zip(enc.rows, p, enc.labels)]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+@torch.no_grad()
+def predict(model: FinetuneModel, spec: TaskSpec, enc: EncodedSplit, pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """Class indices (scores for regression) of every example of `enc`, in order (eval mode, no dropout)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(enc), batch_size):
+        batch = enc.batch(np.arange(start, min(start + batch_size, len(enc))), pad_id)
+        logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"})
+        out.append((logits[:, 0].float() if spec.is_regression else logits.argmax(-1)).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out)
+
+
+def write_submission(out_dir: Path, spec: TaskSpec, preds: Mapping[str, np.ndarray]) -> list[Path]:
+    """GLUE-server files (index, prediction) named as the server expects (RTE.tsv, MNLI-m.tsv, ...),
+    one per test split, in out_dir."""
+    paths = []
+    for split, name in zip(submission_splits(spec), spec.submission_files):
+        if split in preds:
+            paths.append(out_dir / name)
+            atomic_write_text(paths[-1], submission_text(spec, preds[split]))
+    return paths
 
 
 def check_model(config: BertConfig, tokenizer: Any, cfg_glue: Mapping[str, Any]) -> int:
@@ -360,6 +408,10 @@ def check_glue_config(cfg_glue: Mapping[str, Any]) -> list[TaskSpec]:
                                   f"got {value!r}")
         if not 0.0 <= float(_get(merged, "warmup_fraction", 0.06)) < 1.0:
             raise ConfigError(f"glue.warmup_fraction must be in [0, 1), got {merged.get('warmup_fraction')!r}")
+    init = cfg_glue.get("init")
+    if init and not (Path(str(init)).expanduser() / "config.json").is_file():
+        raise ConfigError(f"glue.init: {init} is not a local Hugging Face model folder (no config.json); "
+                          f"give a finished run's pretrain/hf or a BERT checkpoint folder")
     for spec in tasks:
         if spec.synthetic or source == "hf":
             continue
@@ -382,8 +434,9 @@ def finetune_task(encoder_state: Mapping[str, torch.Tensor] | None, model_cfg: B
     """Fine-tune one encoder on one task with one seed; return the best epoch's dev metrics and score.
 
     encoder_state None = a randomly initialised encoder (the "no pretraining" baseline). Writes
-    out_dir/metrics.csv (CSVLogger: train loss per step, dev metrics per epoch) and
-    out_dir/dev_predictions.tsv (the selected epoch's predictions).
+    out_dir/metrics.csv (CSVLogger: train loss per step, dev metrics per epoch),
+    out_dir/dev_predictions.tsv (the selected epoch's predictions) and, when `encoded` holds test
+    splits (load_encoded(with_test=True)), the selected epoch's GLUE-server files in out_dir/submission/.
     """
     from lightning.pytorch.loggers import CSVLogger
 
@@ -406,7 +459,8 @@ def finetune_task(encoder_state: Mapping[str, torch.Tensor] | None, model_cfg: B
         warmup_fraction=float(_get(cfg_glue, "warmup_fraction", 0.06)),
         weight_decay=float(_get(cfg_glue, "weight_decay", 0.1)), dropout=float(_get(cfg_glue, "dropout", 0.1)),
         betas=tuple(float(b) for b in _get(cfg_glue, "betas", (0.9, 0.98))),
-        eps=float(_get(cfg_glue, "eps", 1e-6)), encoder_state=encoder_state)
+        eps=float(_get(cfg_glue, "eps", 1e-6)), encoder_state=encoder_state,
+        keep_best_state=any(k.startswith("test") for k in encoded))
     kw = {"accelerator": "auto", "precision": "32-true", "deterministic": True, "enable_progress_bar": False,
           **(trainer_kwargs or {})}
     trainer = pl.Trainer(
@@ -421,10 +475,17 @@ def finetune_task(encoder_state: Mapping[str, torch.Tensor] | None, model_cfg: B
     best = module.best
     assert best is not None  # validation runs after every epoch
     write_dev_predictions(out_dir / "dev_predictions.tsv", spec, encoded, best["preds"])
+    submission: list[str] = []
+    if module.best_state is not None:
+        module.model.load_state_dict(module.best_state)  # the selected epoch, as for the dev predictions
+        pad_id = special_token_ids(tokenizer)[2]
+        preds = {s: predict(module.model, spec, enc, pad_id, 2 * batch_size) for s, enc in encoded.items()
+                 if s.startswith("test")}
+        submission = [str(p) for p in write_submission(out_dir / "submission", spec, preds)]
     return {"task": spec.name, "seed": int(seed), "metrics": best["metrics"], "score": best["score"],
             "best_epoch": best["epoch"], "epochs": module.history, "steps": total_steps,
             "n_train": len(encoded["train"]), "n_dev": {s: len(encoded[s]) for s in dev_splits(spec)},
-            "wall_s": time.perf_counter() - t0}
+            "submission": submission, "wall_s": time.perf_counter() - t0}
 
 
 # --- all tasks x seeds (x grid) -> the glue section of results.json ---------------------------------
@@ -454,14 +515,19 @@ def _median_metrics(runs: list[dict[str, Any]], names: tuple[str, ...]) -> dict[
 
 
 def finetune_all(cfg: Any, run_dir: str | Path, hf_dir: str | Path, tokenizer: Any) -> dict[str, Any]:
-    """Fine-tune the run's encoder (or glue.init) on glue.tasks x glue.seeds (x glue.grid, best dev per
-    seed); return the `glue` section of results.json. Per task, the GLUE score uses each metric's
-    median over seeds (RoBERTa reports the median of 5)."""
+    """Fine-tune the run's encoder (or glue.init, with its own tokenizer) on glue.tasks x glue.seeds
+    (x glue.grid, best dev per seed); return the `glue` section of results.json. Per task, the GLUE
+    score uses each metric's median over seeds (RoBERTa reports the median of 5).
+
+    Writes run_dir/glue/<task>/seed=<n>/ (metrics.csv, dev_predictions.tsv, submission/ when the task's
+    test files are present) and run_dir/glue/submission/: per task, the GLUE-server files of the seed
+    with the best dev score (dev-set selection, as for the grid), ready to zip and upload."""
     from omegaconf import OmegaConf
 
     from robablate.callbacks import build_loggers
     from robablate.config import resolve_precision
     from robablate.data import synthetic
+    from robablate.data.tokenizer import load_tokenizer
     from robablate.models.hf_export import encoder_state_from_hf
 
     g = cfg.glue
@@ -470,7 +536,10 @@ def finetune_all(cfg: Any, run_dir: str | Path, hf_dir: str | Path, tokenizer: A
     n_seeds = int(cfg_glue.get("seeds") or 0)
     if not tasks or n_seeds < 1:
         return {}
-    config, state = encoder_state_from_hf(cfg_glue.get("init") or hf_dir)
+    init = cfg_glue.get("init")
+    if init:  # another encoder: it must read its own vocabulary, not the run's
+        tokenizer = load_tokenizer(init, key="glue.init")
+    config, state = encoder_state_from_hf(init or hf_dir)
     max_len = check_model(config, tokenizer, cfg_glue)
     run_dir, cache_dir = Path(run_dir), Path(cfg.get("cache_dir") or ".cache")
     syn_dir = synthetic.ensure_glue(cfg.get("corpus"), cache_dir) if any(t.synthetic for t in tasks) else None
@@ -479,32 +548,49 @@ def finetune_all(cfg: Any, run_dir: str | Path, hf_dir: str | Path, tokenizer: A
                       "enable_progress_bar": bool(cfg.trainer.enable_progress_bar)}
     points = grid_points(cfg_glue.get("grid"))
     section: dict[str, Any] = {"tasks": {}, "data_dir": cfg_glue.get("data_dir"), "source": cfg_glue.get("source"),
-                               "seeds": n_seeds, "grid": cfg_glue.get("grid"), "init": cfg_glue.get("init")}
+                               "seeds": n_seeds, "grid": cfg_glue.get("grid"), "init": init}
+    submission: dict[str, Any] = {}
     for spec in tasks:
         data_dir = syn_dir if spec.synthetic else cfg_glue.get("data_dir")
         source = "local" if spec.synthetic else str(cfg_glue.get("source") or "local")
         encoded = load_encoded(spec, data_dir, tokenizer, max_len, cache_dir, source,
-                               cfg_glue.get("max_train_examples"), cfg_glue.get("max_eval_examples"))
+                               cfg_glue.get("max_train_examples"), cfg_glue.get("max_eval_examples"),
+                               with_test=bool(_get(cfg_glue, "submission", True)))
         runs = []
         for seed in range(n_seeds):
             tried = []
             for point in points:
                 sub = ",".join(f"{k}={v}" for k, v in point.items())
-                out_dir = run_dir / "glue" / spec.name / f"seed={seed}" / sub if sub else \
-                    run_dir / "glue" / spec.name / f"seed={seed}"
-                loggers = [lg for lg in build_loggers(cfg, out_dir, "finetune")[1:]]  # W&B, if any
+                out_dir = run_dir / "glue" / spec.name / f"seed={seed}"
+                out_dir = out_dir / sub if sub else out_dir
+                # W&B (logger=wandb): the arm's one finetune run, metrics under "<task>/seed=<n>/";
+                # finetune_task writes the CSV log itself.
+                loggers = build_loggers(cfg, out_dir, "finetune")[1:]
                 r = finetune_task(state, config, tokenizer, spec.name, data_dir, seed, {**cfg_glue, **point},
                                   out_dir, encoded=encoded, trainer_kwargs=trainer_kwargs, loggers=loggers)
                 tried.append({**r, "hparams": point})
             best = select_best(tried)
             runs.append({"seed": seed, "metrics": best["metrics"], "score": best["score"],
                          "best_epoch": best["best_epoch"], "hparams": best["hparams"],
+                         "submission": best["submission"], "wall_s": sum(t["wall_s"] for t in tried),
                          "grid": [{"hparams": t["hparams"], "score": t["score"]} for t in tried] if len(tried) > 1 else None})
         section["tasks"][spec.name] = {
             "metrics": list(spec.metrics), "main": spec.main_metric, "seeds": runs,
             "summary": summarize_seeds([r["score"] for r in runs]),
             "median_metrics": _median_metrics(runs, spec.metrics),
             "n_train": len(encoded["train"]), "n_dev": {s: len(encoded[s]) for s in dev_splits(spec)},
+            "wall_s": sum(r["wall_s"] for r in runs),
         }
+        chosen = select_best(runs)
+        if chosen["submission"]:
+            dest = run_dir / "glue" / "submission"
+            dest.mkdir(parents=True, exist_ok=True)
+            files = []
+            for f in map(Path, chosen["submission"]):
+                atomic_write_text(dest / f.name, f.read_text(encoding="utf-8"))
+                files.append(str(dest / f.name))
+            submission[spec.name] = {"seed": chosen["seed"], "files": files}
     section["score"] = glue_score({n: t["median_metrics"] for n, t in section["tasks"].items()})
+    if submission:
+        section["submission"] = submission
     return section

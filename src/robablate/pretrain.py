@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,20 @@ class TrainingDiverged(RobablateError):
     """The loss became NaN or infinite; the message names the step."""
 
 
+# Dense (no sparsity) bf16/fp16 tensor-core peak FLOP/s per GPU, from the vendors' datasheets, for MFU.
+# Matched in order against torch.cuda.get_device_name(); unknown devices (and CPUs) log no MFU.
+PEAK_FLOPS_16BIT = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+
+
+def peak_flops(device: torch.device | str, precision: str) -> float | None:
+    """The device's 16-bit peak FLOP/s when training runs in 16-bit mixed precision, else None."""
+    device = torch.device(device)
+    if device.type != "cuda" or not str(precision).startswith(("bf16", "16")):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_FLOPS_16BIT if key in name), None)
+
+
 class PretrainModule(pl.LightningModule):
     def __init__(self, model_cfg: dict, vocab_size: int, pad_id: int, nsp: bool, optimizer_cfg: dict,
                  scheduler_cfg: dict, lr: float, total_steps: int, compile: bool = False):
@@ -35,45 +50,83 @@ class PretrainModule(pl.LightningModule):
         self.save_hyperparameters()
         self.config = BertConfig.from_cfg(OmegaConf.create(model_cfg), vocab_size=vocab_size, pad_token_id=pad_id)
         self.model = BertForPretraining(self.config, nsp=nsp)
+        if not nsp:
+            # The pooler feeds only the NSP head (BERT §3): without NSP it never gets a gradient, which
+            # DDP refuses ("parameters that were not used in producing the loss"). Frozen, it is simply
+            # not trained (as before: AdamW skips parameters without gradients) and DDP ignores it.
+            self.model.encoder.pooler.requires_grad_(False)
         if compile:
             self.model.encoder = torch.compile(self.model.encoder)
         self.tokens_seen = 0          # non-pad tokens fed on this rank
-        self.train_time = 0.0         # seconds in training steps (validation excluded), this rank
+        self.train_time = 0.0         # seconds in training steps (validation, checkpoints excluded), this rank
         self.history: list[dict[str, float]] = []
         self.last_loss = float("nan")
-        self._t_batch = 0.0
+        self.peak_flops: float | None = None   # per device, for MFU (set by pretrain() on known GPUs)
+        self._batch = (0, 0, 0)                # (tokens, MLM-selected tokens, length) of the current batch
+        self._window: deque = deque(maxlen=20)  # (tokens, flops, seconds) of the last micro-batches
         self._val: dict[int, dict[str, float]] = {}
 
     # -- training ---------------------------------------------------------------------------------
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._t_batch = time.perf_counter()
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Count tokens while the batch is still on the host: on a GPU a .sum() per step would sync.
+        if self._trainer is not None and self.trainer.training:
+            mask = batch["attention_mask"]
+            self._batch = (int(mask.sum()), int((batch["mlm_labels"] != -100).sum()), int(mask.shape[1]))
+        return batch
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.model(**batch)
         loss = out["loss"]
-        if not torch.isfinite(loss):
+        self.last_loss = float(loss.detach())  # the step's one host sync (NaN check, results.json)
+        if not math.isfinite(self.last_loss):
             raise TrainingDiverged(
-                f"Pretraining loss became {loss.item()} at optimizer step {self.global_step} "
+                f"Pretraining loss became {self.last_loss} at optimizer step {self.global_step} "
                 f"(micro-batch {batch_idx}); lower the learning rate (optimizer.lr / batch.lr), enable "
                 f"clipping (optimizer.grad_clip) or use precision 32-true.")
-        self.tokens_seen += int(batch["attention_mask"].sum())
-        self.last_loss = float(loss.detach())
+        self.tokens_seen += self._batch[0]
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/mlm_loss", out["mlm_loss"])
         if out.get("nsp_loss") is not None:
             self.log("train/nsp_loss", out["nsp_loss"])
         return loss
 
+    def record_step(self, seconds: float) -> None:
+        """Called by StepTimer after each micro-batch: training time, and tokens/s and MFU over the last
+        micro-batches (logged every step; Lightning writes them every trainer.log_every_n_steps)."""
+        self.train_time += seconds
+        tokens, selected, length = self._batch
+        if tokens == 0:
+            return
+        flops = tokens * flops_per_token(self.config, length, selected / tokens)
+        self._window.append((tokens, flops, seconds))
+        secs = sum(w[2] for w in self._window)
+        if secs > 0:
+            world = self.trainer.world_size if self._trainer is not None else 1
+            self.log("train/tokens_per_s", world * sum(w[0] for w in self._window) / secs)
+            if self.peak_flops:
+                self.log("train/mfu", sum(w[1] for w in self._window) / secs / self.peak_flops)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.train_time += time.perf_counter() - self._t_batch
         sched = self.lr_schedulers()
         if sched is not None:
             self.log("train/lr", sched.get_last_lr()[0])
 
     def configure_optimizers(self) -> dict:
-        opt = build_optimizer(self.model, OmegaConf.create(self.hparams.optimizer_cfg), self.hparams.lr)
+        # Fused AdamW on CPU and CUDA (optim.build_optimizer), except under fp16 loss scaling, where a
+        # fused step unscales the gradients only after our clipping would have seen them.
+        fused = self._trainer is None or self.trainer.precision != "16-mixed"
+        opt = build_optimizer(self.model, OmegaConf.create(self.hparams.optimizer_cfg), self.hparams.lr, fused=fused)
         sched = build_scheduler(opt, OmegaConf.create(self.hparams.scheduler_cfg), self.hparams.total_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        # Global-norm clipping (BERT's optimization.py) done here, not through Trainer(gradient_clip_val):
+        # Lightning's bf16-mixed plugin refuses to clip for a fused optimizer ("performs unscaling of
+        # gradients internally"), which only matters for fp16 loss scaling. Same call as Lightning's.
+        clip = float(self.hparams.optimizer_cfg.get("grad_clip") or 0.0)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
 
     # -- validation: token-weighted sums, so the numbers do not depend on how batches are cut --------
     def on_validation_epoch_start(self) -> None:
@@ -123,6 +176,20 @@ class PretrainModule(pl.LightningModule):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
+class StepTimer(pl.Callback):
+    """Times each training micro-batch for PretrainModule.record_step. Lightning runs ModelCheckpoint
+    callbacks after all others, so checkpoint writes fall outside the timed span (as does validation)."""
+
+    def __init__(self) -> None:
+        self._t = 0.0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        pl_module.record_step(time.perf_counter() - self._t)
+
+
 class StopAtStep(pl.Callback):
     """Stop after `step` optimizer steps, as if the run were killed there (tests exact resume)."""
 
@@ -162,28 +229,32 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
 
     every_ckpt = cfg.train.checkpoint_every_steps or plan.val_every_steps
     callbacks: list[pl.Callback] = [
+        StepTimer(),
+        # last.ckpt as a link to the newest step file: one checkpoint write per save, not two.
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=int(every_ckpt),
-                        save_last=True, save_top_k=1, auto_insert_metric_name=False),
+                        save_last="link", save_top_k=1, auto_insert_metric_name=False),
     ]
     stop_at = OmegaConf.select(cfg, "train.stop_at_step")
     if stop_at is not None:
         callbacks.append(StopAtStep(int(stop_at)))
-    grad_clip = float(cfg.optimizer.get("grad_clip", 0.0) or 0.0)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy, precision=plan.precision, max_steps=plan.total_steps, max_epochs=-1,
-        accumulate_grad_batches=plan.accumulate, gradient_clip_val=grad_clip or None,
+        accumulate_grad_batches=plan.accumulate,  # clipping: PretrainModule.configure_gradient_clipping
         val_check_interval=plan.val_every_steps * plan.accumulate, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, use_distributed_sampler=False, deterministic=cfg.trainer.deterministic,
         enable_progress_bar=cfg.trainer.enable_progress_bar, log_every_n_steps=cfg.trainer.log_every_n_steps,
         logger=make_loggers(cfg, run_dir, "pretrain"), callbacks=callbacks, default_root_dir=str(run_dir / "pretrain"),
         enable_model_summary=False,
     )
+    module.peak_flops = peak_flops(trainer.strategy.root_device, plan.precision)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # Our sampler restarts at trainer.global_step, so a mid-epoch resume is exact (PITFALLS.md).
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # PretrainModule.on_before_batch_transfer (host-side token count) is meant; the DataModule has none.
+        warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     wall = time.perf_counter() - t0
     # A last validation at the final step, unless the loop just did one (history is the curve).
@@ -201,6 +272,9 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         "steps": int(trainer.global_step), "planned_steps": plan.total_steps, "tokens_seen": int(tokens),
         "tokens_per_s": tps, "train_time_s": module.train_time, "wall_s": wall,
         "flops_per_token": flops_per_token(module.config, plan.phases[-1].max_len),
+        "peak_flops": module.peak_flops,  # per device; null on CPUs and unknown GPUs
+        "mfu": (flops_per_token(module.config, plan.phases[-1].max_len) * tps / trainer.world_size / module.peak_flops
+                if module.peak_flops and math.isfinite(tps) else None),
         "interrupted": bool(stop_at is not None and trainer.global_step < plan.total_steps),
         "world_size": trainer.world_size, "global_rank": trainer.global_rank, "history": module.history,
     }

@@ -66,6 +66,32 @@ class BertConfig:
         return cls(vocab_size=int(vocab_size), pad_token_id=int(pad_token_id), **kwargs)
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout, with a cheaper random mask on CPU (same distribution, another random stream).
+
+    torch's CPU dropout draws its Bernoulli mask one element at a time from mt19937 (its fast MKL
+    path runs on Intel CPUs only): 7% of a training step at the benchmark shape. Here one 64-bit draw
+    gives two 32-bit uniforms, and a unit is dropped when its uniform falls in the lowest p * 2^32 of
+    the range: still i.i.d. with probability p (to 2^-32, finer than a float32 uniform), kept units
+    scaled by 1 / (1 - p), so the layer means the same as nn.Dropout. 2.5x faster than F.dropout.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or not x.is_floating_point():
+        return F.dropout(x, p, True)
+    n = x.numel()
+    bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-(2**63), None)  # full 64-bit range
+    keep = bits.view(torch.int32)[:n].view(x.shape) >= -(2**31) + round(p * 2**32)
+    return x * (keep.to(x.dtype) * (1.0 / (1.0 - p)))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout (same name, same state dict) through `dropout` above."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class Embeddings(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
@@ -74,7 +100,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         L = input_ids.shape[1]
@@ -101,13 +127,21 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(c.hidden_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.attention_dropout = c.attention_dropout
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, L, H = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False,
-                                           dropout_p=self.attention_dropout if self.training else 0.0)
+        p = self.attention_dropout if self.training else 0.0
+        if p > 0 and x.device.type == "cpu":
+            # SDPA's fused CPU kernel has no dropout, so SDPA would run this same math path; written
+            # out, the probabilities get the cheaper dropout above (and q alone is scaled, not q and k).
+            scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
+            if attn_mask is not None:  # every row keeps [CLS] unmasked, so no row is all -inf
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            y = dropout(scores.softmax(-1), p, True) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False, dropout_p=p)
         y = y.transpose(1, 2).reshape(B, L, H)
         return self.LayerNorm(x + self.dropout(self.out(y)))
 
@@ -119,7 +153,7 @@ class Layer(nn.Module):
         self.intermediate = nn.Linear(c.hidden_size, c.intermediate_size)
         self.output = nn.Linear(c.intermediate_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attention(x, attn_mask)
