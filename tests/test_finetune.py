@@ -275,3 +275,27 @@ def test_finetune_all_glue_section(tmp_path):
     assert section["score"]["glue"]["value"] is None and section["score"]["glue"]["tasks"] == []
     assert section["score"]["synthetic"]["value"] == pytest.approx(task["median_metrics"]["acc"])
     assert (tmp_path / "run" / "glue" / "SYN-TOPIC" / "seed=1" / "lr=0.005" / "metrics.csv").is_file()
+
+
+def test_test_splits_are_encoded_uncapped_and_written_as_submission(tmp_path):
+    """with_test adds the task's test splits when its test files are present (never capped: a submission
+    needs every row); write_submission names the files as the GLUE server expects."""
+    texts = []
+    for s in glue.splits("MNLI"):
+        sp = glue.load_task(FIXTURES, "MNLI", s)
+        texts += sp.texts_a + sp.texts_b
+    tok = make_tokenizer(texts)
+    assert ft.test_splits_present("MNLI", FIXTURES) == ["test_matched", "test_mismatched"]
+    assert ft.test_splits_present("RTE", FIXTURES) == ["test"] and ft.test_splits_present("SYN-NEXT", FIXTURES) == []
+    assert ft.test_splits_present("CoLA", tmp_path) == []  # no test file: nothing to submit
+    enc = ft.load_encoded("MNLI", FIXTURES, tok, 32, tmp_path / "cache", max_eval=1, with_test=True)
+    n_test = {s: len(glue.load_task(FIXTURES, "MNLI", s)) for s in ("test_matched", "test_mismatched")}
+    assert len(enc["dev_matched"]) == 1 and {s: len(enc[s]) for s in n_test} == n_test
+    assert enc["test_matched"].labels is None
+    assert "test_matched" not in ft.load_encoded("MNLI", FIXTURES, tok, 32, tmp_path / "cache", max_eval=1)
+    preds = {"test_matched": np.arange(n_test["test_matched"]) % 3,
+             "test_mismatched": np.full(n_test["test_mismatched"], 2)}
+    paths = ft.write_submission(tmp_path / "sub", glue.get_task("MNLI"), preds)
+    assert [p.name for p in paths] == ["MNLI-m.tsv", "MNLI-mm.tsv"]
+    expected = "".join(f"{i}\tneutral\n" for i in range(n_test["test_mismatched"]))
+    assert paths[1].read_text() == "index\tprediction\n" + expected

@@ -169,9 +169,10 @@ def test_failed_run_is_marked_crashed_with_its_status(tmp_path, monkeypatch) -> 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
     cfg = compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
-    callbacks.build_loggers(cfg, tmp_path, "pretrain")
+    assert [type(lg).__name__ for lg in callbacks.build_loggers(cfg, tmp_path, "pretrain")][-1] == "SafeWandbLogger"
     (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "error": "DataError: x"}))
     callbacks.finish_wandb()
+    wandb.teardown()  # stop the service process: the record log is complete on disk once it has exited
     (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     r = read_wandb_run(path)
     assert r["exit_code"] == 1 and r["summary"]["status"] == "failed"

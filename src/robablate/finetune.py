@@ -4,7 +4,8 @@ Protocol (RoBERTa §3.1 / Appendix C, BERT §4.1): a classifier on the pooled [C
 tanh pooler -> dropout -> Linear(H, num_labels)); MSE on one output for regression tasks (STS-B);
 AdamW with linear warmup over 6% of the steps then linear decay to 0; evaluate every dev split after
 every epoch and keep the best epoch's dev metrics (dev-set selection); several seeds per task,
-summarised by the median. The metrics and the GLUE score come from robablate.metrics.
+summarised by the median. The metrics and the GLUE score come from robablate.metrics. When a task's
+test files are present, the selected epoch also predicts them into GLUE-server files.
 
 Inputs are `[CLS] a [SEP] b [SEP]` with token_type_ids 0 / 1, built here from the tokenizer's ids
 without special tokens, so any tokenizer (WordPiece or byte BPE, with or without a post-processor)
@@ -19,9 +20,10 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -573,7 +575,8 @@ def finetune_all(cfg: Any, run_dir: str | Path, hf_dir: str | Path, tokenizer: A
             runs.append({"seed": seed, "metrics": best["metrics"], "score": best["score"],
                          "best_epoch": best["best_epoch"], "hparams": best["hparams"],
                          "submission": best["submission"], "wall_s": sum(t["wall_s"] for t in tried),
-                         "grid": [{"hparams": t["hparams"], "score": t["score"]} for t in tried] if len(tried) > 1 else None})
+                         "grid": [{"hparams": t["hparams"], "score": t["score"]} for t in tried]
+                         if len(tried) > 1 else None})
         section["tasks"][spec.name] = {
             "metrics": list(spec.metrics), "main": spec.main_metric, "seeds": runs,
             "summary": summarize_seeds([r["score"] for r in runs]),
