@@ -236,7 +236,14 @@ def test_glue_init_hf_folder_and_submission_files(tmp_path, cache_dir):
     res = run(compose_cfg([*QUIET, "stage=finetune", f"run_dir={run_dir}", f"cache_dir={cache_dir}",
                            f"glue.init={hf}", f"glue.data_dir={FIXTURES}", "glue.tasks=[WNLI,MNLI,STS-B]",
                            "glue.seeds=2", "glue.epochs=2", "glue.batch_size=2", "glue.max_len=48"]))
-    g = json.loads((run_dir / "results.json").read_text())["glue"]
+    saved = json.loads((run_dir / "results.json").read_text())
+    g = saved["glue"]
+    # A fresh run_dir still gets the run's fields, so the report reads it like any other run.
+    assert saved["axes"]["masking"] == "static" and saved["config"]["glue"]["init"] == str(hf)
+    assert saved["seed"] == 0 and saved["pretrain"] == {} and saved["status"] == "complete"
+    from robablate.report import load_report
+
+    assert set(load_report(run_dir, n_boot=100).tidy["task"]) >= {"WNLI", "MNLI", "STS-B"}
     assert g["init"] == str(hf) and set(g["tasks"]) == {"WNLI", "MNLI", "STS-B"} == set(res["glue"]["tasks"])
     assert not (run_dir / "pretrain").exists()
     for task in ("WNLI", "MNLI", "STS-B"):

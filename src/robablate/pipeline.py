@@ -65,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     try:
         if stage == "finetune":
-            return _finetune_only(cfg, run_dir, tasks, t_start)
+            return _finetune_only(cfg, run_dir, base)
 
         from robablate.data.pretrain_data import prepare
         from robablate.pretrain import pretrain
@@ -132,8 +132,10 @@ def _release_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _finetune_only(cfg: DictConfig, run_dir: Path, tasks: list[str], t_start: float) -> dict[str, Any]:
-    """Fine-tune an existing run's encoder again (stage=finetune run_dir=...), updating its results."""
+def _finetune_only(cfg: DictConfig, run_dir: Path, base: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune an existing run's encoder again (stage=finetune run_dir=...), updating its results.
+    A fresh run_dir (glue.init=PATH: a Hugging Face folder as the encoder) gets this config's run
+    fields (axes, seed, config, ...), so the report reads it like any other run."""
     from transformers import AutoTokenizer
 
     from robablate.finetune import finetune_all
@@ -143,7 +145,7 @@ def _finetune_only(cfg: DictConfig, run_dir: Path, tasks: list[str], t_start: fl
     if not hf_dir.exists() and not cfg.glue.get("init"):
         raise ConfigError(f"Invalid config `run_dir`: {hf_dir} does not exist; stage=finetune needs a finished "
                           f"pretraining run (or glue.init=PATH).")
-    prev = json.loads(results_path.read_text()) if results_path.exists() else {}
+    prev = json.loads(results_path.read_text()) if results_path.exists() else {**base, "pretrain": {}}
     tok_dir = Path(cfg.glue.init) if cfg.glue.get("init") else hf_dir
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     t = time.perf_counter()
