@@ -367,3 +367,17 @@ def test_wikitext2_speed():
         dt = time.perf_counter() - t
         assert np.all(inst.lengths <= 128)
         assert dt < 5.0, f"{fmt}: {dt:.1f}s on WikiText-2 (brief: < 5 s; ~0.3 s measured)"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_chunked_assembly_equals_one_pass(fmt, monkeypatch):
+    """Instances are gathered in chunks of formats.FILL_CHUNK tokens (bounded temporary memory on a large
+    corpus); any chunk size gives the same arrays as a single pass."""
+    from robablate.data import formats
+
+    cache, ids = random_corpus(4, 30, (2, 9), (1, 14))
+    one = build_instances(cache, fmt, 32, 0.1, seed=5, ids=ids)
+    monkeypatch.setattr(formats, "FILL_CHUNK", 7)  # smaller than most ranges: one or a few per chunk
+    chunked = build_instances(cache, fmt, 32, 0.1, seed=5, ids=ids)
+    for name in ("input_ids", "lengths", "b_start", "nsp_labels"):
+        assert np.array_equal(getattr(one, name), getattr(chunked, name)), name

@@ -25,6 +25,7 @@ FORMATS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences")
 NSP_FORMATS = ("segment_pair", "sentence_pair")
 PACKED_FORMATS = ("full_sentences", "doc_sentences")
 MIN_MAX_LEN = 5  # [CLS] a [SEP] b [SEP]: the smallest pair with one token per side
+FILL_CHUNK = 1 << 20  # tokens gathered per step when assembling instances (bounds the temporary arrays)
 
 
 @dataclass
@@ -294,9 +295,15 @@ def _fill(tokens, n_rows, max_len, pad, r_row, r_pos, r_lo, r_len, s_row, s_pos,
     """Gather token ranges (row, first position, token start, length) and single special tokens
     into a padded [n_rows, max_len] int32 array, without a per-token Python loop."""
     out = np.full((n_rows, max_len), pad, dtype=np.int32)
-    which = np.repeat(np.arange(len(r_len)), r_len)
-    within = np.arange(len(which)) - np.repeat(np.cumsum(r_len) - r_len, r_len)
-    out[r_row[which], r_pos[which] + within] = np.asarray(tokens[r_lo[which] + within], dtype=np.int32)
+    ends = np.cumsum(r_len)
+    start = 0
+    while start < len(r_len):  # chunks of ~FILL_CHUNK tokens: the int64 index arrays stay small
+        stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + FILL_CHUNK, "right")))
+        n = r_len[start:stop]
+        which = np.repeat(np.arange(start, stop), n)
+        within = np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n)
+        out[r_row[which], r_pos[which] + within] = np.asarray(tokens[r_lo[which] + within], dtype=np.int32)
+        start = stop
     out[s_row, s_pos] = s_id
     return out
 
