@@ -30,7 +30,7 @@ def label_counts(task: str, split: glue.Split) -> dict[str, int]:
 
 def test_registry_order_and_facts():
     assert glue.GLUE_TASK_NAMES == ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
-    assert set(glue.TASKS) == set(glue.GLUE_TASK_NAMES) | {"SYN-TOPIC", "SYN-NEXT", "SYN-SIM"}
+    assert set(glue.TASKS) == set(glue.GLUE_TASK_NAMES) | {"SYN-TOPIC", "SYN-NEXT", "SYN-SIM", "SYN-ORDER"}
     assert glue.get_task("MNLI").labels == ("contradiction", "entailment", "neutral")
     assert glue.dev_splits("MNLI") == ["dev_matched", "dev_mismatched"]
     assert glue.dev_splits("RTE") == ["dev"]
@@ -38,6 +38,7 @@ def test_registry_order_and_facts():
     assert glue.submission_splits("SYN-SIM") == [] and glue.splits("CoLA") == ["train", "dev", "test"]
     assert glue.get_task("STS-B").is_regression and glue.get_task("STS-B").num_labels == 1
     assert glue.get_task("SYN-TOPIC").num_labels == 4
+    assert glue.get_task("SYN-ORDER").metrics == ("mcc",) and glue.get_task("SYN-ORDER").synthetic
     assert glue.get_task("sst2").name == "SST-2" and glue.get_task("mnli").name == "MNLI"
     assert [t.submission_files for t in glue.GLUE_TASKS] == [
         ("CoLA.tsv",), ("SST-2.tsv",), ("MRPC.tsv",), ("STS-B.tsv",), ("QQP.tsv",),

@@ -165,6 +165,32 @@ def test_syn_next_positives_continue_the_document(glue_dir):
     assert share["entailment"] > 0.4 and share["entailment"] > 4 * share["not_entailment"], share
 
 
+def test_syn_order_swaps_two_word_classes_with_unseen_dev_words(glue_dir):
+    """CoLA layout (no header; source, label, mark, sentence), balanced; an acceptable row has its five
+    content words in the template's class order (name verb the adj noun near place), an unacceptable
+    row exactly two of them swapped, so both labels have the same words; dev words never occur in train."""
+    world = synthetic.make_world()
+    cls = {**{w: 0 for w in world.names}, **{w: 1 for v in world.verbs for w in v},
+           **{w: 2 for a in world.adjs for w in a}, **{w: 3 for n in world.nouns for w in n},
+           **{w: 4 for p in world.places for w in p}}
+    words = {}
+    for split, n in (("train", 400), ("dev", 200)):
+        lines = (glue_dir / "SYN-ORDER" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        rows = [line.split("\t") for line in lines]
+        assert len(rows) == n and all(len(r) == 4 and r[0] == "syn" for r in rows)
+        assert Counter(r[1] for r in rows) == {"0": n // 2, "1": n // 2}
+        assert all((r[2] == "*") == (r[1] == "0") for r in rows)  # CoLA's original-judgement mark
+        for r in rows:
+            toks = r[3].rstrip(".").split()
+            assert toks[2] == "the" and toks[5] == "near" and len(toks) == 7
+            order = [cls[w] for w in (toks[0], toks[1], toks[3], toks[4], toks[6])]
+            moved = [i for i, c in enumerate(order) if c != i]
+            assert sorted(order) == [0, 1, 2, 3, 4]
+            assert moved == [] if r[1] == "1" else len(moved) == 2
+        words[split] = set().union(*(_words(r[3]) for r in rows)) - {"the", "near"}
+    assert not words["train"] & words["dev"]
+
+
 def test_syn_sim_score_tracks_shared_attributes(glue_dir):
     assert synthetic.sim_score((0, 1, 7, 3), (0, 1, 7, 3)) == 5.0
     assert synthetic.sim_score((0, 1, 7, 3), (1, 5, 8, 3)) == 0.0  # same verb index, other topic: not shared

@@ -161,6 +161,9 @@ SYNTHETIC_TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("SYN-SIM", "SYN-SIM", layout=_STSB, test_layout=None,  # STS-B layout, regression
              labels=(), metrics=("pearson", "spearman"), main_metric="spearman",
              test_files=(), synthetic=True),
+    TaskSpec("SYN-ORDER", "SYN-ORDER",  # CoLA layout (no header), Matthews correlation
+             layout=Layout(header=False, text_a=3, text_b=None, label=1), test_layout=None,
+             labels=_BIN, metrics=("mcc",), main_metric="mcc", test_files=(), synthetic=True),
 )
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in GLUE_TASKS + SYNTHETIC_TASKS}
