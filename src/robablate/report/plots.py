@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
 from robablate.report.collect import PRETRAIN_TASK, is_glue_task
 
@@ -111,6 +112,7 @@ def plot_mlm_curve(report, axis: str) -> Figure | None:
             if len(ys) > 1:
                 ax.fill_between(grid, ys.min(0), ys.max(0), color=f"C{j}", alpha=0.2, lw=0)
         ax.set_xlabel("tokens seen")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1M: long integers overlap
         ax.set_ylabel(label)
         if metric == "val_mlm_ppl":
             ax.set_yscale("log")
