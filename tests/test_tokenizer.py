@@ -125,3 +125,11 @@ def test_word_start_table_matches_word_boundaries(trained, kind):
     expected = [w is not None and (i == 0 or enc.word_ids[i - 1] != w) for i, w in enumerate(enc.word_ids)]
     assert table[np.array(enc.ids)].tolist() == expected
     assert table[np.array(enc.ids)].sum() == len(text.split())
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_training_in_a_fresh_cache_reproduces_the_vocabulary(trained, kind, tmp_path):
+    """Same corpus and config, a fresh cache: the same tokens with the same ids, so an arm re-run
+    elsewhere gets the same numbers (tokenizers' own WordPieceTrainer does not: data/wordpiece.py)."""
+    again = get_tokenizer(cfg(kind), CountingFactory(), tmp_path, "fp-1")
+    assert again.get_vocab() == trained[kind][0].get_vocab()

@@ -50,7 +50,7 @@ class SpecialIds:
 
 
 TOKENIZER_KINDS = ("wordpiece", "bpe", "pretrained")
-TOKENIZER_VERSION = 1  # bump when training changes, so cached tokenizers are not reused
+TOKENIZER_VERSION = 2  # bump when training changes, so cached tokenizers are not reused (2: deterministic WordPiece)
 MIN_VOCAB = len(SPECIAL_TOKENS) + 32  # the special tokens plus a minimal alphabet
 BYTE_ALPHABET = 256  # byte-level BPE starts from all 256 bytes (RoBERTa §4.4)
 
@@ -126,13 +126,15 @@ def train_tokenizer(kind: str, sentences: Iterable[list[str]] | Iterable[str], v
 
     pad, unk, cls, sep, mask = SPECIAL_TOKENS
     if kind == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token=unk, continuing_subword_prefix="##"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        # WordPieceTrainer's algorithm, made deterministic (data/wordpiece.py: tokenizers#1794).
+        from robablate.data.wordpiece import train_wordpiece_vocab, word_counts
+
+        normalizer, pre = normalizers.BertNormalizer(lowercase=lowercase), pre_tokenizers.BertPreTokenizer()
+        vocab = train_wordpiece_vocab(word_counts(sentences, normalizer, pre), vocab_size, min_frequency,
+                                      list(SPECIAL_TOKENS))
+        tok = Tokenizer(models.WordPiece(vocab, unk_token=unk, continuing_subword_prefix="##"))
+        tok.normalizer, tok.pre_tokenizer = normalizer, pre
         tok.decoder = decoders.WordPiece(prefix="##")
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
-                                            show_progress=False)
     elif kind == "bpe":
         tok = Tokenizer(models.BPE())
         if lowercase:
@@ -144,9 +146,9 @@ def train_tokenizer(kind: str, sentences: Iterable[list[str]] | Iterable[str], v
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                       special_tokens=list(SPECIAL_TOKENS),
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        tok.train_from_iterator(sentences, trainer=trainer)  # BpeTrainer is deterministic
     else:
         raise ConfigError(f"tokenizer.kind: expected one of {list(TOKENIZER_KINDS)}, got {kind!r}.")
-    tok.train_from_iterator(sentences, trainer=trainer)
     if [tok.token_to_id(t) for t in SPECIAL_TOKENS] != list(range(len(SPECIAL_TOKENS))):
         raise AssertionError("special tokens must get ids 0..4")  # a tokenizers behaviour change
     if tok.get_vocab_size() <= len(SPECIAL_TOKENS):
