@@ -31,6 +31,20 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("robablate-cache")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (opt in: `pytestmark = pytest.mark.usefixtures("one_thread")`).
+    A tiny model's ops are too small to split across cores: on the shared 2-core box a second thread
+    only adds contention (measured, OMP_WAIT_POLICY=PASSIVE: a 26-step fine-tuning run 1.3 s with one
+    thread, 1.9 s with two; tiny-matrix model tests up to 7x slower). Restored after the module."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test with the reason."""
     path = SHARED_DATA.joinpath(*parts)

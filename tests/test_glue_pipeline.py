@@ -26,17 +26,7 @@ REAL_GLUE = ["glue.tasks=[RTE,MRPC]", "glue.seeds=2", "glue.epochs=1", "glue.max
 SYNTHETIC = ["glue.tasks=[SYN-TOPIC,SYN-NEXT]", "glue.seeds=2", "glue.epochs=3"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: a tiny model's ops are too small to split across cores (measured on the
-    shared 2-core box, OMP_WAIT_POLICY=PASSIVE: a 26-step fine-tuning run 1.3 s with one thread, 1.9 s
-    with two; restored after the module)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny ops, one thread
 
 
 def _has_real_glue() -> bool:

@@ -18,12 +18,7 @@ V, PAD = 120, 0
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny ops, one thread
 
 
 def perturbed_model(nsp: bool) -> BertForPretraining:

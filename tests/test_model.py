@@ -14,13 +14,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 V, PAD = 97, 0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matrices: a second intra-op thread only adds contention on a shared 2-core machine (7x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny ops, one thread
 
 
 def small_config(**kw) -> BertConfig:
