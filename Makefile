@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run smoke test bench clean
+.PHONY: install run smoke test bench study clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: install
 	$(PY) experiments/bench_pretrain.py
 	$(PY) experiments/bench_preprocess.py
 	$(PY) experiments/bench_startup.py
+
+# The WikiText-2 CPU study (experiments/wikitext2_cpu/README.md): three sweeps, ~2 h on 2 cores.
+study: install
+	PATH=$(VENV)/bin:$$PATH bash experiments/wikitext2_cpu/run_all.sh
 
 clean:
 	rm -rf outputs .cache .pytest_cache
