@@ -133,3 +133,24 @@ def test_training_in_a_fresh_cache_reproduces_the_vocabulary(trained, kind, tmp_
     elsewhere gets the same numbers (tokenizers' own WordPieceTrainer does not: data/wordpiece.py)."""
     again = get_tokenizer(cfg(kind), CountingFactory(), tmp_path, "fp-1")
     assert again.get_vocab() == trained[kind][0].get_vocab()
+
+
+def test_fingerprint_follows_token_ids_not_only_the_config(trained):
+    """Token caches (data/pretrain_data.py) and GLUE encodings are keyed by tokenizer_fingerprint: the same
+    tokens with two ids swapped (what a retrained tokenizer can give) must not share a cache."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from robablate.data.tokenizer import tokenizer_fingerprint
+
+    tok = trained["wordpiece"][0]
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    same = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)))
+    vocab = spec["model"]["vocab"]
+    a, b = list(vocab)[10:12]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    swapped = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)))
+    assert tokenizer_fingerprint(same) == tokenizer_fingerprint(tok)
+    assert tokenizer_fingerprint(swapped) != tokenizer_fingerprint(tok)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import time
 import warnings
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from robablate.data.glue import (Split, TaskSpec, dev_splits, get_task, load_task, load_task_hf, submission_splits,
                                  submission_text)
-from robablate.data.tokenizer import special_ids
+from robablate.data.tokenizer import special_ids, tokenizer_fingerprint
 from robablate.errors import ConfigError, DataError
 from robablate.io import atomic_write_text
 from robablate.metrics import glue_score, summarize_seeds, task_metrics, task_score
@@ -122,13 +121,6 @@ def encode_split(split: Split, tokenizer: Any, max_len: int) -> EncodedSplit:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     tokens = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int32, count=int(offsets[-1]))
     return EncodedSplit(tokens, offsets, b_start, split.labels, np.arange(len(a), dtype=np.int64))
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Hash of the tokenizer's full definition (vocab, normaliser, pre-tokeniser, specials)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    blob = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def _file_digest(path: Path) -> str:

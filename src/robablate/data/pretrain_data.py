@@ -26,7 +26,8 @@ from robablate.data import token_cache
 from robablate.data.batching import KEY_EPOCH, KEY_INDEX, BatchPlanSampler
 from robablate.data.formats import Instances, build_instances, token_type_ids
 from robablate.data.masking import mask_epoch, mask_tokens
-from robablate.data.tokenizer import SpecialIds, get_tokenizer, special_ids, word_start_table
+from robablate.data.tokenizer import (SpecialIds, get_tokenizer, special_ids, tokenizer_fingerprint,
+                                      word_start_table)
 from robablate.errors import DataError
 from robablate.io import cache_key
 
@@ -73,7 +74,9 @@ def prepare(cfg: DictConfig, plan: Plan) -> PreparedData:
     timings["tokenizer_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    tok_key = cache_key(fp, cfg.tokenizer, len(tok))  # the tokens depend on corpus + tokenizer only
+    # The tokens depend on the corpus and the tokenizer's actual vocabulary (token -> id), not only its
+    # config: a retrained tokenizer (e.g. after TOKENIZER_VERSION changes) must not reuse old ids.
+    tok_key = cache_key(fp, cfg.tokenizer, tokenizer_fingerprint(tok))
     caches = {
         split: token_cache.build_or_load(lambda s=split: docs(s), tok,
                                          cache_dir / "tokens", cache_key(tok_key, split))

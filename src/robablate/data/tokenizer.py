@@ -9,7 +9,9 @@ and `AutoTokenizer.from_pretrained(folder)` loads it.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -163,6 +165,14 @@ def train_tokenizer(kind: str, sentences: Iterable[list[str]] | Iterable[str], v
     # token_type_ids too (RoBERTa drops them; our BERT encoder has segment embeddings for pairs).
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=["input_ids", "token_type_ids",
                                                                             "attention_mask"], **specials)
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Hash of the tokenizer's full definition (vocab with ids, normaliser, pre-tokeniser, specials):
+    what a token cache or a GLUE encoding depends on."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    blob = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def tokenizer_key(cfg_tokenizer: Mapping[str, Any], corpus_fingerprint: str) -> str:
