@@ -74,9 +74,9 @@ def prepare(cfg: DictConfig, plan: Plan) -> PreparedData:
     timings["tokenizer_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    # The tokens depend on the corpus and the tokenizer's actual vocabulary (token -> id), not only its
-    # config: a retrained tokenizer (e.g. after TOKENIZER_VERSION changes) must not reuse old ids.
-    tok_key = cache_key(fp, cfg.tokenizer, tokenizer_fingerprint(tok))
+    # The tokens depend on the corpus and the tokenizer itself (vocabulary with ids, normaliser, ...),
+    # not its config: a retrained tokenizer (e.g. after TOKENIZER_VERSION changes) gets new caches.
+    tok_key = cache_key(fp, tokenizer_fingerprint(tok))
     caches = {
         split: token_cache.build_or_load(lambda s=split: docs(s), tok,
                                          cache_dir / "tokens", cache_key(tok_key, split))

@@ -36,11 +36,11 @@ def word_counts(sentences: Iterable[list[str]] | Iterable[str], normalizer, pre_
     return counts
 
 
-def _continuation_symbols(counts: Counter) -> dict[str, str]:
-    """A private-use code point for every character that occurs after the first of a word."""
-    used = set().union(*map(set, counts)) if counts else set()
+def _continuation_symbols(counts: Counter, alphabet: set[str]) -> dict[str, str]:
+    """A private-use code point (not in `alphabet`, the corpus's characters) for every character that
+    occurs after the first of a word."""
     chars = sorted(set().union(*(set(w[1:]) for w in counts)) if counts else set())
-    free = (chr(c) for area in _PRIVATE for c in area if chr(c) not in used)
+    free = (chr(c) for area in _PRIVATE for c in area if chr(c) not in alphabet)
     try:
         return {c: next(free) for c in chars}
     except StopIteration:
@@ -53,7 +53,8 @@ def train_wordpiece_vocab(counts: Counter, vocab_size: int, min_frequency: int,
     """WordPiece vocabulary (token -> id, special tokens first) from word counts, deterministically."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    cont = _continuation_symbols(counts)
+    alphabet = set().union(*map(set, counts)) if counts else set()
+    cont = _continuation_symbols(counts, alphabet)
     back = {v: k for k, v in cont.items()}
 
     def mapped_words():
@@ -66,10 +67,9 @@ def train_wordpiece_vocab(counts: Counter, vocab_size: int, min_frequency: int,
     bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     # Every character also stands alone at a word start (as in WordPieceTrainer's alphabet), so no
     # word of a known alphabet becomes [UNK] for starting with a letter seen only inside words.
-    initial = sorted(set().union(*map(set, counts))) if counts else []
     bpe.train_from_iterator(mapped_words(), trainer=trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(special_tokens),
-        initial_alphabet=initial, show_progress=False))
+        initial_alphabet=sorted(alphabet), show_progress=False))
     vocab = {}
     for token, i in bpe.get_vocab().items():
         if token in special_tokens:
