@@ -10,6 +10,8 @@ trainer.fit where its failure would end the run.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import warnings
@@ -170,14 +172,50 @@ def _global_rank() -> int:
     return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, job_type: str) -> list:
+def rows_before(path: Path, step: int) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a Lightning metrics.csv whose `step` is below `step`: what a run logged
+    before the checkpoint it resumes from (rows at or after it are logged again by the resumed run)."""
+    if not path.is_file():
+        return [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r.get("step") not in (None, "") and int(float(r["step"])) < step]
+        return list(reader.fieldnames or []), rows
+
+
+def _csv_logger(run_dir: Path, job_type: str, resume_step: int | None):
+    """Lightning's CSVLogger deletes an existing metrics.csv when it starts ("Previous log files in
+    this directory will be deleted"): on resume, the rows logged before the checkpoint are read first
+    and written back as the new file's first rows, so the curve before the interruption survives."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(save_dir=str(run_dir), name=job_type, version="")
+    if resume_step is None or _global_rank() != 0:
+        return logger
+    path = Path(logger.log_dir) / "metrics.csv"
+    header, rows = rows_before(path, resume_step)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
+        writer = logger.experiment  # created now: it removes metrics.csv
+    if rows:
+        from robablate.io import atomic_write_text
+
+        buf = io.StringIO()
+        out = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
+        out.writeheader()
+        out.writerows(rows)
+        atomic_write_text(path, buf.getvalue())
+        writer.metrics_keys = sorted(header)  # later saves append (or rewrite with a wider header)
+    return logger
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, job_type: str, resume_step: int | None = None) -> list:
     """CSV always (results never depend on W&B); plus W&B when logger=wandb and it starts.
 
     `run_dir` is where this trainer writes (the arm folder for pretraining, glue/<task>/seed=<n>
-    for a fine-tuning run); the W&B run is per arm and stage."""
-    from lightning.pytorch.loggers import CSVLogger
-
-    loggers: list = [CSVLogger(save_dir=str(run_dir), name=job_type, version="")]
+    for a fine-tuning run); the W&B run is per arm and stage. `resume_step`: the optimizer step of
+    the checkpoint a resumed run starts from (the CSV log keeps the rows before it)."""
+    loggers: list = [_csv_logger(Path(run_dir), job_type, resume_step)]
     if cfg.logger.get("name") != "wandb" or _global_rank() != 0:
         return loggers  # DDP ranks > 0 (ddp, SLURM tasks) log nothing: rank 0 owns the W&B run
     try:

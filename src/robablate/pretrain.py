@@ -8,6 +8,7 @@ masked-token accuracy / NSP accuracy on fixed validation masks, and keeps exact 
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections import deque
@@ -65,6 +66,10 @@ class PretrainModule(pl.LightningModule):
         self._batch = (0, 0, 0)                # (tokens, MLM-selected tokens, length) of the current batch
         self._window: deque = deque(maxlen=20)  # (tokens, flops, seconds) of the last micro-batches
         self._val: dict[int, dict[str, float]] = {}
+        # Validation history as written to disk after each validation (pretrain/history.json): a
+        # checkpoint is saved before the validation of its own step, so a resumed run takes that
+        # validation from here instead of losing it.
+        self.history_path: Path | None = None
 
     # -- training ---------------------------------------------------------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -158,6 +163,10 @@ class PretrainModule(pl.LightningModule):
         if metrics and not self.trainer.sanity_checking:
             tokens = self.tokens_seen * self.trainer.world_size
             self.history.append({"step": int(self.global_step), "tokens": int(tokens), **metrics})
+            if self.history_path is not None and self.trainer.is_global_zero:
+                from robablate.io import atomic_write_json
+
+                atomic_write_json(self.history_path, self.history)
 
     # -- exact resume: Lightning does not checkpoint RNG states or our counters --------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -169,11 +178,38 @@ class PretrainModule(pl.LightningModule):
         state = checkpoint.get("robablate", {})
         self.tokens_seen = state.get("tokens_seen", 0)
         self.train_time = state.get("train_time", 0.0)
-        self.history = list(state.get("history", []))
+        self.history = merge_history(state.get("history", []), self._written_history(), int(checkpoint.get("global_step", 0)))
         if state.get("torch_rng") is not None:
             torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+    def _written_history(self) -> list[dict[str, Any]]:
+        import json
+
+        path = self.history_path
+        return json.loads(path.read_text()) if path is not None and path.is_file() else []
+
+
+def merge_history(saved: list[dict[str, Any]], written: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    """The checkpoint's validation history plus the validations written after it was saved at `step`
+    but before the run stopped, up to `step` (the model they measured is the checkpoint's; later ones
+    are measured again by the resumed run)."""
+    have = {h["step"] for h in saved}
+    extra = [h for h in written if h["step"] <= step and h["step"] not in have]
+    return sorted([*saved, *extra], key=lambda h: h["step"])
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step a checkpoint was saved at (ModelCheckpoint names files step<N>.ckpt and
+    last.ckpt links to the newest; otherwise read from the file)."""
+    import re
+
+    m = re.fullmatch(r"step(\d+)\.ckpt", Path(os.path.realpath(path)).name)
+    if m:
+        return int(m.group(1))
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", 0))
 
 
 class StepTimer(pl.Callback):
@@ -201,10 +237,10 @@ class StopAtStep(pl.Callback):
             trainer.should_stop = True
 
 
-def make_loggers(cfg: DictConfig, run_dir: Path, job_type: str) -> list:
+def make_loggers(cfg: DictConfig, run_dir: Path, job_type: str, resume_step: int | None = None) -> list:
     from robablate.callbacks import build_loggers
 
-    return build_loggers(cfg, run_dir, job_type)
+    return build_loggers(cfg, run_dir, job_type, resume_step)
 
 
 def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainModule, dict[str, Any]]:
@@ -220,11 +256,13 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
             resume_from = str(last)
         else:
             warnings.warn(f"resume=true but {last} does not exist; starting from scratch.")
+    resume_step = checkpoint_step(resume_from) if resume_from else None
     module = PretrainModule(
         model_cfg=OmegaConf.to_container(cfg.model, resolve=True), vocab_size=data.ids.vocab_size,
         pad_id=data.ids.pad, nsp=plan.nsp, optimizer_cfg=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler_cfg=OmegaConf.to_container(cfg.scheduler, resolve=True), lr=plan.lr,
         total_steps=plan.total_steps, compile=bool(cfg.train.compile))
+    module.history_path = run_dir / "pretrain" / "history.json"
     dm = PretrainDataModule(data, plan, cfg.masking, int(cfg.seed), int(cfg.train.num_workers))
 
     every_ckpt = cfg.train.checkpoint_every_steps or plan.val_every_steps
@@ -244,7 +282,7 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         val_check_interval=plan.val_every_steps * plan.accumulate, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, use_distributed_sampler=False, deterministic=cfg.trainer.deterministic,
         enable_progress_bar=cfg.trainer.enable_progress_bar, log_every_n_steps=cfg.trainer.log_every_n_steps,
-        logger=make_loggers(cfg, run_dir, "pretrain"), callbacks=callbacks, default_root_dir=str(run_dir / "pretrain"),
+        logger=make_loggers(cfg, run_dir, "pretrain", resume_step), callbacks=callbacks, default_root_dir=str(run_dir / "pretrain"),
         enable_model_summary=False,
     )
     module.peak_flops = peak_flops(trainer.strategy.root_device, plan.precision)
@@ -255,6 +293,8 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # PretrainModule.on_before_batch_transfer (host-side token count) is meant; the DataModule has none.
         warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
+        if resume_from:  # resuming writes into its own checkpoint folder on purpose
+            warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     wall = time.perf_counter() - t0
     # A last validation at the final step, unless the loop just did one (history is the curve).
