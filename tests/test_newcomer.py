@@ -49,3 +49,175 @@ def test_resume_keeps_metrics_csv_rows_and_validation_history(tmp_path, cache_di
     rows = lambda name: [{k: r.get(k, "") for k in keep} for r in csv_rows(tmp_path / name / "pretrain" / "metrics.csv")]  # noqa: E731
     assert rows("resumed") == rows("full")
     assert min(int(r["step"]) for r in rows("resumed")) < 4
+
+
+# --- 1. every input is validated before the first training step ------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
+
+
+def glue_copy(tmp_path: Path, task: str) -> Path:
+    """A valid GLUE folder for `task` under tmp_path/glue: STS-B from tests/fixtures, RTE/MRPC written here."""
+    import shutil
+
+    dst = tmp_path / "glue"
+    if task == "STS-B":
+        shutil.copytree(FIXTURES / task, dst / task)
+        return dst
+    (dst / task).mkdir(parents=True)
+    for split in ("train", "dev"):
+        if task == "RTE":
+            rows = ["index\tsentence1\tsentence2\tlabel"] + [
+                f"{i}\tA man walks {i}.\tA person moves.\t{'entailment' if i % 2 else 'not_entailment'}"
+                for i in range(8)]
+        else:  # MRPC: Quality, #1 ID, #2 ID, #1 String, #2 String
+            rows = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"] + [
+                f"{i % 2}\t{i}\t{i + 100}\tThe cat sat {i}.\tA cat was sitting." for i in range(8)]
+        (dst / task / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return dst
+
+
+@pytest.mark.parametrize("task,split,line,bad,expected", [
+    ("RTE", "dev.tsv", 3, lambda f: f[:-1] + ["maybe"], "unknown label 'maybe'"),
+    ("STS-B", "dev.tsv", 2, lambda f: f[:-1] + ["high"], "not a finite number"),
+    ("RTE", "dev.tsv", None, None, "no rows"),  # an empty dev file (header only)
+])
+def test_bad_glue_file_fails_before_any_training_step(tmp_path, cache_dir, task, split, line, bad, expected) -> None:
+    # Before: found by the fine-tuning reader after pretraining had run (pretrain/ written); after:
+    # refused by pipeline.check_inputs before the tokenizer, the corpus or the model are touched.
+    data = glue_copy(tmp_path, task)
+    path = data / task / split
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if bad is None:
+        lines = lines[:1]
+    else:
+        lines[line - 1] = "\t".join(bad(lines[line - 1].split("\t")))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = compose_cfg([*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path / 'run'}", "glue=default",
+                       f"glue.data_dir={data}", f"glue.tasks=[{task}]", "glue.seeds=1"])
+    from robablate.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        run(cfg)
+    msg = str(e.value)
+    assert str(path) in msg and expected in msg
+    if line is not None:
+        assert f"line {line}" in msg
+    assert not (tmp_path / "run" / "pretrain").exists()  # no step, no checkpoint, no metrics.csv
+
+
+def test_every_bad_glue_file_is_listed_in_one_error(tmp_path) -> None:
+    from robablate.errors import DataError
+    from robablate.finetune import check_glue_files
+
+    data = glue_copy(tmp_path, "RTE")
+    glue_copy(tmp_path, "MRPC")
+    for task in ("RTE", "MRPC"):
+        p = data / task / "dev.tsv"
+        p.write_text(p.read_text(encoding="utf-8").split("\n")[0] + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        check_glue_files({"tasks": ["RTE", "MRPC"], "data_dir": str(data), "source": "local", "seeds": 1})
+    assert str(data / "RTE" / "dev.tsv") in str(e.value) and str(data / "MRPC" / "dev.tsv") in str(e.value)
+
+
+# --- 3. every undecodable corpus file in one error; corpus.encoding / corpus.errors -----------------
+
+def books(tmp_path: Path) -> Path:
+    """A folder of 'Gutenberg books': three UTF-8, two Latin-1 (é as one byte 0xe9)."""
+    folder = tmp_path / "books"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"good{i}.txt").write_text("".join(f"Book {i} sentence {j} is here. It goes on.\n\n"
+                                                     for j in range(30)), encoding="utf-8")
+    for name in ("latin_a.txt", "latin_b.txt"):
+        (folder / name).write_bytes("Un café au lait. Très bien.\n\nUne autre phrase ici.\n".encode("latin-1"))
+    return folder
+
+
+def corpus_cfg(folder: Path, **kw):
+    return {"kind": "text", "name": "text", "path": str(folder), "train_glob": "*.txt", "val_glob": None,
+            "val_fraction": 0.2, "document_boundary": "blank_line", "split_sentences": True, "max_docs": None, **kw}
+
+
+def test_all_undecodable_corpus_files_in_one_error(tmp_path) -> None:
+    # Before: the first Latin-1 file stopped the run; fixing it met the second one.
+    from robablate.data import corpus
+    from robablate.errors import DataError
+
+    folder = books(tmp_path)
+    with pytest.raises(DataError) as e:
+        corpus.check_corpus(corpus_cfg(folder))
+    msg = str(e.value)
+    assert "latin_a.txt" in msg and "latin_b.txt" in msg and "good0.txt" not in msg
+    assert "line 1" in msg and "corpus.encoding" in msg and "corpus.errors" in msg
+
+
+def test_corpus_encoding_and_error_policies(tmp_path) -> None:
+    from robablate.data import corpus
+    from robablate.errors import ConfigError
+
+    folder = books(tmp_path)
+    text = lambda **kw: " ".join(s for split in ("train", "val")  # noqa: E731
+                                 for d in corpus.iter_documents(corpus_cfg(folder, **kw), split) for s in d)
+    assert "café" in text(encoding="latin-1")  # every file decodes as Latin-1 (ASCII is a subset)
+    assert "caf\ufffd" in text(errors="replace")
+    with pytest.warns(UserWarning, match="latin_a.txt.*latin_b.txt|latin_b.txt.*latin_a.txt"):
+        skipped = text(errors="skip")
+    assert "caf" not in skipped and "Book 0" in skipped
+    with pytest.raises(ConfigError, match="corpus.errors"):
+        corpus.check_corpus(corpus_cfg(folder, errors="ignore"))
+    with pytest.raises(ConfigError, match="corpus.encoding"):
+        corpus.check_corpus(corpus_cfg(folder, encoding="utf-16"))
+
+
+def test_text_corpus_exposes_encoding_keys() -> None:
+    cfg = compose_cfg(["corpus=text", "corpus.path=/tmp", "corpus.encoding=latin-1", "corpus.errors=skip"])
+    assert cfg.corpus.encoding == "latin-1" and cfg.corpus.errors == "skip"
+
+
+# --- 2. arguments that cannot take effect are refused ------------------------------------------------
+
+@pytest.mark.parametrize("overrides,match", [
+    (["+foo=1"], "no part of robablate reads `foo`"),
+    (["+train.tokns=5"], "Did you mean train.tokens"),
+    (["+corpus.path=/tmp"], "corpus=text"),
+    (["glue.seeds=0"], "glue=none"),
+    (["glue=none", "glue.seeds=3"], "no fine-tuning tasks"),
+    (["glue.data_dir=/a/missing/folder"], "glue.data_dir` is not read"),
+    (["optimizer.lr=1e-4"], "batch.lr"),
+    (["train.max_steps=10", "train.tokens=1000"], "train.max_steps"),
+    (["masking=dynamic", "masking.dupe_factor=3"], "masking=dynamic"),
+    (["glue.grid={lr:[1e-4]}", "glue.lr=1e-3"], "glue.grid"),
+])
+def test_arguments_that_do_nothing_are_refused(overrides, match) -> None:
+    from robablate.config import validate
+    from robablate.errors import ConfigError
+    from robablate.overrides import check_arguments
+
+    cfg = compose_cfg(overrides)
+    with pytest.raises(ConfigError, match=match):
+        check_arguments(cfg, overrides, validate(cfg).total_steps)
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["glue=none"], ["glue.seeds=2", "glue.tasks=[SYN-TOPIC]"], ["batch.lr=null", "optimizer.lr=1e-4"],
+    ["masking=static", "masking.dupe_factor=3"], ["++train.tokens=1000"], ["experiment=smoke"],
+    ["glue=cpu_real"],
+])
+def test_arguments_that_take_effect_pass(overrides) -> None:
+    from robablate.config import validate
+    from robablate.overrides import check_arguments
+
+    cfg = compose_cfg(overrides)
+    check_arguments(cfg, overrides, validate(cfg).total_steps)
+
+
+def test_unknown_added_key_refused_by_the_cli_before_compute(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "run.py", "experiment=smoke", "+train.typo=1", f"run_dir={tmp_path}"],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "train.typo" in proc.stderr and not (tmp_path / "pretrain").exists()

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from robablate.callbacks import finish_wandb
 from robablate.config import Plan, axes_of, validate
 from robablate.errors import ConfigError, RobablateError
+from robablate.overrides import check_arguments
 from robablate.results import environment, write_results
 
 
@@ -36,6 +37,30 @@ def overrides_of(cfg: DictConfig) -> list[str]:
     return []
 
 
+def is_sweep() -> bool:
+    """Whether this process runs one job of a `-m` sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def check_inputs(cfg: DictConfig, tasks: list[str], stage: str) -> None:
+    """Open and validate every input the run will read, before any compute, so a bad file fails in
+    seconds rather than after pretraining: the corpus files (they decode; corpus.errors decides what an
+    undecodable one does) and every local GLUE file of the chosen tasks (each row parses, each label is
+    known, no split is empty). Errors name the file and the line."""
+    if stage != "finetune":
+        from robablate.data.corpus import check_corpus
+
+        check_corpus(cfg.corpus)
+    if tasks:
+        from robablate.finetune import check_glue_files
+
+        check_glue_files(OmegaConf.to_container(cfg.glue, resolve=True))
+    # Read-outs with their own files (BLiMP, robablate.readouts) add their file check here.
+
+
 def check_glue(cfg: DictConfig) -> list[str]:
     """Task names and data folders checked before any compute (the readers check the files)."""
     if cfg.glue.get("name") == "none":  # glue=none wins over a preset's task list
@@ -50,6 +75,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     _quiet_lightning()
     plan: Plan = validate(cfg)  # bad configs stop here, before any compute
+    check_arguments(cfg, overrides_of(cfg), plan.total_steps, sweep=is_sweep())  # typed but moot
     tasks = check_glue(cfg)
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -57,6 +83,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     stage = cfg.get("stage", "all")
     if stage not in ("all", "pretrain", "finetune"):
         raise ConfigError(f"Invalid config `stage`: expected all, pretrain or finetune, got {stage!r}.")
+    check_inputs(cfg, tasks if stage != "pretrain" else [], stage)  # bad data stops here, before any compute
 
     base: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "experiment": cfg.experiment_name,

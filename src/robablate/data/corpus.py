@@ -6,7 +6,8 @@ is written once as a text folder and read by the text reader: one code path for 
 
 Config (`corpus` group), dispatched on `kind`:
   synthetic: num_docs, num_val_docs, seed, ... (see data/synthetic.py)
-  text:      path, train_glob, val_glob, val_fraction, document_boundary, split_sentences, max_docs
+  text:      path, train_glob, val_glob, val_fraction, document_boundary, split_sentences, max_docs,
+             encoding (default utf-8), errors (strict | replace | skip: what an undecodable file does)
   hf:        name, config, split, val_split, text_column, document_boundary, split_sentences, max_docs
 """
 
@@ -121,22 +122,64 @@ def default_cache_dir() -> Path:
 
 # ---------------------------------------------------------------- text folders
 
-def read_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 file without line ends (LF or CRLF), a leading BOM removed. Undecodable
-    bytes raise DataError naming the file, line and byte offset."""
+ERROR_POLICIES = ("strict", "replace", "skip")
+
+
+def decoding(cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """(corpus.encoding, corpus.errors), checked: an ASCII-compatible codec (lines are split on b"\\n"
+    before decoding, which UTF-16/32 would break) and one of ERROR_POLICIES."""
+    import codecs
+
+    encoding, errors = str(_get(cfg, "encoding", "utf-8") or "utf-8"), str(_get(cfg, "errors", "strict"))
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"corpus.encoding: unknown codec {encoding!r} (e.g. utf-8, latin-1, cp1252).") from None
+    if "\n".encode(info.name) != b"\n":
+        raise ConfigError(f"corpus.encoding: {encoding!r} does not encode a line end as one byte b'\\n'; "
+                          f"convert the files to UTF-8 (or an ASCII-compatible codec such as latin-1).")
+    if errors not in ERROR_POLICIES:
+        raise ConfigError(f"corpus.errors: expected one of {list(ERROR_POLICIES)}, got {errors!r}.")
+    return info.name, errors
+
+
+def _raw_lines(path: Path, utf8: bool) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, raw bytes without a leading UTF-8 BOM) of every line of `path`."""
     with open(path, "rb") as f:
         offset = 0
         for lineno, raw in enumerate(f, start=1):
             start = offset
             offset += len(raw)
-            if lineno == 1 and raw.startswith(_BOM):
+            if utf8 and lineno == 1 and raw.startswith(_BOM):
                 raw, start = raw[3:], start + 3
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}: not valid UTF-8 at byte offset {start + e.start} (line {lineno}): "
-                                f"{e.reason}; corpus files must be UTF-8.") from None
-            yield text.rstrip("\r\n")
+            yield lineno, start, raw
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.replace("_", "-").lower() in ("utf-8", "utf8")
+
+
+def first_decode_error(path: Path, encoding: str = "utf-8") -> str | None:
+    """Where `path` first fails to decode ("line L, byte offset B: reason"), or None if it decodes."""
+    for lineno, start, raw in _raw_lines(path, _is_utf8(encoding)):
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            return f"line {lineno}, byte offset {start + e.start}: {e.reason}"
+    return None
+
+
+def read_lines(path: Path, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
+    """Lines of a text file without line ends (LF or CRLF), a leading UTF-8 BOM removed. Undecodable
+    bytes raise DataError naming the file, line and byte offset (errors="replace" puts U+FFFD
+    instead)."""
+    for lineno, start, raw in _raw_lines(path, _is_utf8(encoding)):
+        try:
+            text = raw.decode(encoding, "replace" if errors == "replace" else "strict")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not valid {encoding} at byte offset {start + e.start} (line {lineno}): "
+                            f"{e.reason}; set corpus.encoding (e.g. latin-1) or corpus.errors=replace|skip.") from None
+        yield text.rstrip("\r\n")
 
 
 def _glob(folder: Path, pattern: str) -> list[Path]:
@@ -147,7 +190,7 @@ def text_files(cfg: Mapping[str, Any]) -> tuple[Path, list[Path], list[Path] | N
     """(folder, train files, val files or None). Train files exclude any file matched by val_glob."""
     folder = Path(os.path.expanduser(str(_get(cfg, "path", required=True))))
     if not folder.is_dir():
-        raise DataError(f"corpus.path: {folder} is not a folder (expected a folder of UTF-8 text files).")
+        raise DataError(f"corpus.path: {folder} is not a folder (expected a folder of text files).")
     train_glob, val_glob = _get(cfg, "train_glob", "**/*.txt"), _get(cfg, "val_glob")
     val = _glob(folder, val_glob) if val_glob else None
     train = [p for p in _glob(folder, train_glob) if not val or p not in set(val)]
@@ -161,9 +204,57 @@ def text_files(cfg: Mapping[str, Any]) -> tuple[Path, list[Path], list[Path] | N
     return folder, train, val
 
 
-def _file_documents(files: list[Path], boundary: str, split: bool) -> Iterator[list[str]]:
+_USABLE: dict[str, tuple[Path, list[Path], list[Path] | None]] = {}
+
+
+def usable_text_files(cfg: Mapping[str, Any]) -> tuple[Path, list[Path], list[Path] | None]:
+    """text_files(cfg) after decoding every file once with corpus.encoding: under corpus.errors=strict
+    one DataError lists every undecodable file (not only the first, so one rerun fixes them all);
+    under skip those files are dropped with a warning naming them; under replace all are kept.
+    Memoised per corpus fingerprint (the scan reads the whole corpus)."""
+    key = fingerprint(cfg)
+    if key in _USABLE:
+        return _USABLE[key]
+    folder, train, val = text_files(cfg)
+    encoding, errors = decoding(cfg)
+    if errors != "replace":
+        bad = {p: err for p in dict.fromkeys(train + (val or [])) if (err := first_decode_error(p, encoding))}
+        if bad and errors == "strict":
+            listing = "\n".join(f"  {p}: {err}" for p, err in bad.items())
+            raise DataError(f"corpus.path {folder}: {len(bad)} file(s) are not valid {encoding}:\n{listing}\n"
+                            f"Set corpus.encoding=... (e.g. latin-1 for Western European books), "
+                            f"corpus.errors=replace (undecodable bytes become U+FFFD) or corpus.errors=skip "
+                            f"(leave these files out).")
+        if bad:
+            import warnings
+
+            warnings.warn(f"corpus.errors=skip: leaving out {len(bad)} file(s) that are not valid {encoding}: "
+                          + ", ".join(str(p) for p in bad), stacklevel=2)
+            train = [p for p in train if p not in bad]
+            val = [p for p in val if p not in bad] if val is not None else None
+            for files, name in ((train, "train_glob"), (val, "val_glob")):
+                if files is not None and not files:
+                    raise DataError(f"{folder}: no file matching corpus.{name} is left after corpus.errors=skip.")
+    _USABLE[key] = (folder, train, val)
+    return _USABLE[key]
+
+
+def check_corpus(cfg_corpus: Mapping[str, Any]) -> None:
+    """Everything about the corpus that can be checked before any compute: the keys, and for a text
+    folder that the files exist and decode (usable_text_files). Synthetic text is generated by
+    robablate; a hub dataset is checked when it is loaded."""
+    kind = corpus_kind(cfg_corpus)
+    if kind == "synthetic":
+        return
+    _reader_options(cfg_corpus, kind)
+    if kind == "text":
+        usable_text_files(cfg_corpus)
+
+
+def _file_documents(files: list[Path], boundary: str, split: bool, encoding: str = "utf-8",
+                    errors: str = "strict") -> Iterator[list[str]]:
     for path in files:  # a file boundary always ends a document
-        yield from documents_from_lines(read_lines(path), boundary, split)
+        yield from documents_from_lines(read_lines(path, encoding, errors), boundary, split)
 
 
 # ---------------------------------------------------------------- Hugging Face datasets
@@ -256,13 +347,15 @@ def iter_documents(cfg_corpus: Mapping[str, Any], split: str, *,
     cap = (lambda it: itertools.islice(it, max_docs)) if max_docs else (lambda it: it)
 
     if kind == "text":
-        folder, train, val = text_files(cfg_corpus)
+        folder, train, val = usable_text_files(cfg_corpus)
+        dec = decoding(cfg_corpus)
         where = f"{folder} (corpus.{'val_glob' if split == 'val' and val else 'train_glob'})"
         if val is not None:
-            return _nonempty(cap(_file_documents(train if split == "train" else val, boundary, split_sents)), where)
-        factory = lambda: cap(_file_documents(train, boundary, split_sents))  # noqa: E731
+            return _nonempty(cap(_file_documents(train if split == "train" else val, boundary, split_sents, *dec)),
+                             where)
+        factory = lambda: cap(_file_documents(train, boundary, split_sents, *dec))  # noqa: E731
         # Counting needs no sentence splitting: a document is non-empty either way.
-        count = _counted(fingerprint(cfg_corpus), lambda: cap(_file_documents(train, boundary, False)))
+        count = _counted(fingerprint(cfg_corpus), lambda: cap(_file_documents(train, boundary, False, *dec)))
         return _nonempty(_holdout(factory, count, split, frac, str(folder)), where)
 
     column = _get(cfg_corpus, "text_column", "text")
@@ -291,6 +384,9 @@ def fingerprint(cfg_corpus: Mapping[str, Any]) -> str:
         folder, train, val = text_files(cfg_corpus)
         stat = lambda files: [(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)  # noqa: E731
                               for p in files]
-        return cache_key("corpus", kind, options, stat(train), stat(val) if val is not None else None)
+        # The decoding joins the key only when it is not the default, so existing caches stay valid.
+        dec = decoding(cfg_corpus)
+        extra = [dec] if dec != ("utf-8", "strict") else []
+        return cache_key("corpus", kind, options, stat(train), stat(val) if val is not None else None, *extra)
     keys = ("name", "config", "split", "val_split", "text_column")
     return cache_key("corpus", kind, options, {k: _get(cfg_corpus, k) for k in keys})
