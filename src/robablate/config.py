@@ -21,7 +21,9 @@ AXES = ("masking", "nsp", "format", "batch", "seq_len", "scheduler", "model", "c
 # int and refuse it as a group override, so command lines are normalised by `normalize_overrides`.
 NUMERIC_OPTION_GROUPS = ("seq_len", "batch")
 MASKING_STRATEGIES = ("static", "dynamic")
-TOKEN_BATCHED_FORMATS = ("sentence_pair", "doc_sentences")  # RoBERTa §4.2: constant tokens per batch
+# batch.unit: `tokens` fills every optimizer step to the same number of tokens fed, whatever the
+# format (RoBERTa §4.2 did this for DOC-SENTENCES); `sequences` takes batch.size instances (BERT).
+BATCH_UNITS = ("tokens", "sequences")
 # The five special tokens plus a minimal alphabet (byte-level BPE needs all 256 bytes).
 MIN_VOCAB = {"wordpiece": 5 + 32, "bpe": 5 + 256}
 
@@ -54,6 +56,7 @@ def normalize_overrides(args: list[str]) -> list[str]:
 class Phase:
     max_len: int
     steps: int
+    tokens_per_step: int       # the step's token budget: global batch x max_len (tokens fed, see Plan)
 
 
 @dataclass
@@ -64,16 +67,23 @@ class Plan:
     nsp: bool
     phases: list[Phase]
     total_steps: int
-    global_batch: int          # sequences per optimizer step (fixed batching), or the nominal count
-    micro_batch: int           # sequences per forward pass per device
+    global_batch: int          # sequences per optimizer step (batch.unit=sequences), or the nominal count
+    micro_batch: int           # sequences per forward pass per device (nominal under batch.unit=tokens)
     accumulate: int            # gradient accumulation steps
     world_size: int
-    tokens_per_step: int       # nominal: global_batch x max_len of the phase (first phase)
-    token_batching: bool       # batches filled to a token budget instead of a sequence count
-    lr: float
+    # The compute budget is tokens actually fed: non-padding input tokens, [CLS]/[SEP]/document
+    # separators included. Each optimizer step aims at global_batch x max_len of its phase; this is
+    # the step-weighted mean over phases (= the single phase's budget). With batch.unit=tokens every
+    # format reaches it on average (data/batching.plan_epoch); with sequences it is an upper bound.
+    tokens_per_step_target: int
+    token_batching: bool       # batch.unit=tokens: batches filled to a token budget, not a sequence count
+    batch_unit: str
+    lr: float                  # peak LR: batch.lr or optimizer.lr, or the one tune.lr chose (tune.py)
     warmup_steps: int
     val_every_steps: int
     precision: str
+    tune_lr: list[float] | None = None   # the per-arm LR grid (tune.lr), None = no tuning
+    tune_tokens: int | None = None       # tokens fed per pilot run of the grid
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,6 +193,8 @@ def validate(cfg: DictConfig) -> Plan:
     size = _get(cfg, "batch.size")
     scale = _get(cfg, "batch.scale", 1.0) or 1.0
     _require(isinstance(size, int) and size >= 1, "batch.size", f"expected a positive integer, got {size!r}.")
+    unit = _get(cfg, "batch.unit", "tokens")
+    _require(unit in BATCH_UNITS, "batch.unit", f"expected one of {BATCH_UNITS}, got {unit!r}.")
     _require(isinstance(scale, (int, float)) and scale > 0, "batch.scale", f"expected a positive number, got {scale!r}.")
     global_batch = max(1, int(round(size * scale)))
     ws = world_size(cfg)
@@ -216,7 +228,10 @@ def validate(cfg: DictConfig) -> Plan:
     phase_steps[-1] = total - sum(phase_steps[:-1])
     _require(all(s >= 1 for s in phase_steps), "train.tokens",
              f"the budget gives {total} steps, too few to split into phases {fractions}; raise train.tokens.")
-    phases = [Phase(max_len=int(ph.max_len), steps=s) for ph, s in zip(phases_cfg, phase_steps)]
+    phases = [Phase(max_len=int(ph.max_len), steps=s, tokens_per_step=global_batch * int(ph.max_len))
+              for ph, s in zip(phases_cfg, phase_steps)]
+    target = int(round(sum(ph.steps * ph.tokens_per_step for ph in phases) / total))
+    tune_lr, tune_tokens = _tune(cfg, budget=total * target)
 
     from robablate.optim import validate_optimizer, validate_scheduler
 
@@ -238,10 +253,37 @@ def validate(cfg: DictConfig) -> Plan:
 
     return Plan(
         format=fmt, nsp=nsp, phases=phases, total_steps=total, global_batch=global_batch, micro_batch=micro,
-        accumulate=accumulate, world_size=ws, tokens_per_step=global_batch * phases[0].max_len,
-        token_batching=fmt in TOKEN_BATCHED_FORMATS, lr=float(lr), warmup_steps=warmup,
-        val_every_steps=every, precision=resolve_precision(cfg),
+        accumulate=accumulate, world_size=ws, tokens_per_step_target=target, token_batching=unit == "tokens",
+        batch_unit=unit, lr=float(lr), warmup_steps=warmup, val_every_steps=every,
+        precision=resolve_precision(cfg), tune_lr=tune_lr, tune_tokens=tune_tokens,
     )
+
+
+def _tune(cfg: DictConfig, budget: int) -> tuple[list[float] | None, int | None]:
+    """The checked per-arm LR grid and pilot budget (tune.py runs them), or (None, None) without a grid."""
+    grid = _get(cfg, "tune.lr")
+    if grid is None:
+        return None, None
+    expected = "expected a list of at least 2 distinct positive learning rates, e.g. tune.lr=[3e-4,1e-3,3e-3]"
+    _require(OmegaConf.is_list(grid) or isinstance(grid, (list, tuple)), "tune.lr", f"{expected}, got {grid!r}.")
+    values = list(grid)
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v < 1
+             for v in values)
+    _require(ok and len(values) >= 2 and len(set(values)) == len(values), "tune.lr",
+             f"{expected} (each in (0, 1)), got {values!r}.")
+    tokens = _get(cfg, "tune.tokens")
+    if tokens is None:
+        frac = _get(cfg, "tune.fraction", 0.25)
+        _require(isinstance(frac, (int, float)) and 0 < frac <= 1, "tune.fraction",
+                 f"expected a fraction in (0, 1] of the run's token budget, got {frac!r}.")
+        tokens = frac * budget
+    else:
+        _require(isinstance(tokens, (int, float)) and not isinstance(tokens, bool) and tokens > 0, "tune.tokens",
+                 f"expected a positive number of tokens (or null for tune.fraction x the budget), got {tokens!r}.")
+    seed = _get(cfg, "tune.seed", 0)
+    _require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "tune.seed",
+             f"expected an integer >= 0, got {seed!r}.")
+    return sorted(float(v) for v in values), int(math.ceil(tokens))
 
 
 def axes_of(cfg: DictConfig, plan: Plan | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         from robablate.data.pretrain_data import prepare
         from robablate.pretrain import pretrain
+        from robablate.tune import tune_lr
 
+        tuned = tune_lr(cfg, plan)  # tune.lr: this arm's peak LR from pilot runs (cached per arm)
+        if tuned is not None:
+            plan = replace(plan, lr=tuned["chosen_lr"])
+            base.update(plan=plan.to_dict(), tune=tuned)
         data = prepare(cfg, plan)
         base["data"] = data.stats
         module, section = pretrain(cfg, plan, data, run_dir)

@@ -310,6 +310,8 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         "val_mlm_acc": final.get("val_mlm_acc"), "val_nsp_acc": final.get("val_nsp_acc"),
         "train_loss": module.last_loss,
         "steps": int(trainer.global_step), "planned_steps": plan.total_steps, "tokens_seen": int(tokens),
+        # Realised mean tokens fed per optimizer step; plan.tokens_per_step_target is what it aims at.
+        "tokens_per_step": tokens / trainer.global_step if trainer.global_step else None,
         "tokens_per_s": tps, "train_time_s": module.train_time, "wall_s": wall,
         "flops_per_token": flops_per_token(module.config, plan.phases[-1].max_len),
         "peak_flops": module.peak_flops,  # per device; null on CPUs and unknown GPUs

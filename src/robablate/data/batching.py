@@ -40,13 +40,17 @@ def plan_epoch(
 ) -> list[np.ndarray]:
     """The global batches of one epoch: a list of int64 arrays of instance indices.
 
-    Fixed batching: consecutive chunks of `batch_size` of the shuffled indices; the last, incomplete
-    chunk is dropped. Token batching (`tokens_per_batch` given; `batch_size` is then unused): add
-    shuffled instances until the batch holds >= tokens_per_batch tokens (sum of lengths) and at least
-    `min_instances` instances (so it splits into accumulate x world micro-batches); a final batch that
-    cannot be completed is dropped. Used by sentence_pair and doc_sentences, whose inputs are shorter
-    than max_len, so tokens per batch stay constant (RoBERTa §4.2). Each batch overshoots the target
-    by less than one instance (< max_len tokens).
+    Fixed batching (`tokens_per_batch` None, batch.unit=sequences, BERT's fixed sequence count):
+    consecutive chunks of `batch_size` of the shuffled indices; the last, incomplete chunk is dropped.
+
+    Token batching (`tokens_per_batch` = T given; `batch_size` is then unused; batch.unit=tokens):
+    batch k ends at the instance boundary whose cumulative token count (sum of lengths, the tokens
+    actually fed) is nearest to (k+1)·T, and holds at least `min_instances` instances (so it splits
+    into accumulate x world micro-batches). This is error diffusion: a batch that ran over its share
+    is followed by a shorter one, so the first k batches of an epoch hold k·T tokens to within half an
+    instance, and a run's mean tokens per step is T to within half an instance per epoch, whatever
+    the format's instance lengths (RoBERTa §4.2 matched tokens per batch; fixed-size batches of
+    shorter instances feed fewer tokens). The epoch's last tokens that do not fill a batch are dropped.
     """
     lengths = np.asarray(lengths)
     if lengths.ndim != 1:
@@ -62,17 +66,22 @@ def plan_epoch(
 
     if tokens_per_batch < 1:
         raise ConfigError(f"tokens_per_batch must be >= 1, got {tokens_per_batch}")
-    # cum[k] = tokens in the first k shuffled instances; a batch starting at s ends at the first e
-    # with cum[e] - cum[s] >= target, found by binary search (a loop over batches, not instances).
+    # cum[i] = tokens in the first i shuffled instances. Batch k ends at the boundary nearest to
+    # (k+1)·T, found by binary search (a loop over batches, not instances).
     cum = np.concatenate([[0], np.cumsum(lengths[order], dtype=np.int64)])
-    batches, start, n = [], 0, len(order)
-    while True:
-        end = int(np.searchsorted(cum, cum[start] + tokens_per_batch, side="left"))
+    n = len(order)
+    batches, start = [], 0
+    for k in range(1, int(cum[-1]) // tokens_per_batch + 1):
+        goal = k * tokens_per_batch
+        end = int(np.searchsorted(cum, goal, side="left"))  # first boundary at or past the goal
+        if end > 0 and goal - cum[end - 1] < cum[end] - goal:
+            end -= 1  # the boundary before the goal is nearer (ties go past it)
         end = max(end, start + min_instances)
         if end > n:
-            return batches
+            break
         batches.append(order[start:end])
         start = end
+    return batches
 
 
 class BatchPlanSampler(Sampler):

@@ -9,6 +9,7 @@ with the data epoch (dynamic) or the copy index epoch % dupe_factor (static).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from robablate.config import Plan
 from robablate.data import corpus as corpus_mod
 from robablate.data import token_cache
+from robablate.data.token_cache import TokenCache
 from robablate.data.batching import KEY_EPOCH, KEY_INDEX, BatchPlanSampler
-from robablate.data.formats import Instances, build_instances, token_type_ids
+from robablate.data.formats import Instances, build_instances, mean_tokens, token_type_ids
 from robablate.data.masking import mask_epoch, mask_tokens
 from robablate.data.tokenizer import (SpecialIds, get_tokenizer, special_ids, tokenizer_fingerprint,
                                       word_start_table)
@@ -56,8 +58,33 @@ def _first(inst: Instances, n: int) -> Instances:
     return Instances(inst.input_ids[:n], inst.lengths[:n], inst.b_start[:n], inst.nsp_labels[:n])
 
 
-def prepare(cfg: DictConfig, plan: Plan) -> PreparedData:
-    """Tokenizer + token caches + instances for this arm. Raises DataError on unusable data."""
+def split_tail(cache: TokenCache, tokens: int) -> tuple[TokenCache, TokenCache, int]:
+    """(head, tail, k): the last k documents of `cache`, the fewest holding >= `tokens` tokens (at most
+    half of the documents), and the documents before them. Contiguous views, no copies."""
+    doc_tok = np.asarray(cache.sent_offsets)[np.asarray(cache.doc_offsets)]  # token offset of each doc
+    n_docs = len(doc_tok) - 1
+    if n_docs < 2:
+        raise DataError(f"token cache {cache.fingerprint or '(unnamed)'}: holding out documents needs >= 2, "
+                        f"found {n_docs}")
+    enough = np.flatnonzero(doc_tok[-1] - doc_tok[:-1] >= tokens)  # tail from document j holds enough
+    k = max(1, min(n_docs - int(enough[-1]) if len(enough) else n_docs, n_docs // 2))
+    cut_doc = n_docs - k
+    cut_sent, cut_tok = int(cache.doc_offsets[cut_doc]), int(doc_tok[cut_doc])
+    so, do = np.asarray(cache.sent_offsets), np.asarray(cache.doc_offsets)
+    head = TokenCache(cache.tokens[:cut_tok], so[: cut_sent + 1], do[: cut_doc + 1], cache.fingerprint + ":head")
+    tail = TokenCache(cache.tokens[cut_tok:], so[cut_sent:] - cut_tok, do[cut_doc:] - cut_sent,
+                      cache.fingerprint + f":tail{k}")
+    return head, tail, k
+
+
+def prepare(cfg: DictConfig, plan: Plan, *, tune_split: bool = False) -> PreparedData:
+    """Tokenizer + token caches + instances for this arm. Raises DataError on unusable data.
+
+    tune_split=True (the LR pilots of tune.py): the last training documents, as many as hold the
+    validation set's size (train.val_instances x train.val_max_len tokens, at most half of them), are
+    taken out of training and serve as the validation split instead of the corpus' val split, which
+    the reported numbers use and the LR choice must not see.
+    """
     timings: dict[str, float] = {}
     cache_dir = Path(cfg.cache_dir).resolve()
     t = time.perf_counter()
@@ -88,6 +115,12 @@ def prepare(cfg: DictConfig, plan: Plan) -> PreparedData:
     ssp = float(cfg.seq_len.short_seq_prob)
     n_val = int(cfg.train.val_instances)
     val_len = int(cfg.train.val_max_len)
+    split = {"train": "corpus train split", "val": "corpus val split"}
+    if tune_split:
+        caches["train"], caches["val"], k = split_tail(caches["train"], n_val * val_len)
+        split = {"train": f"corpus train split without its last {k} documents",
+                 "val": f"the last {k} documents of the corpus train split ({len(caches['val'].tokens)} tokens), "
+                        "held out of the pilots' training; the corpus val split is not used"}
     where = f"corpus `{cfg.corpus.name}` ({read_cfg.get('path') or 'generated'})"
     try:
         phases = [build_instances(caches["train"], plan.format, ph.max_len, ssp, int(cfg.seed), ids)
@@ -99,8 +132,10 @@ def prepare(cfg: DictConfig, plan: Plan) -> PreparedData:
         raise DataError(f"{where}: {e}") from e
     timings["instances_s"] = time.perf_counter() - t
 
-    for i, (inst, ph) in enumerate(zip(phases, plan.phases)):
-        need = plan.global_batch if not plan.token_batching else plan.accumulate * plan.world_size
+    for inst, ph in zip(phases, plan.phases):
+        # Token batching: one step takes about tokens_per_step / mean length instances.
+        need = (max(plan.accumulate * plan.world_size, math.ceil(ph.tokens_per_step / max(mean_tokens(inst), 1.0)))
+                if plan.token_batching else plan.global_batch)
         if len(inst.lengths) < need:
             raise DataError(
                 f"The {where} gives only {len(inst.lengths)} "
@@ -116,7 +151,11 @@ def prepare(cfg: DictConfig, plan: Plan) -> PreparedData:
         "train_docs": caches["train"].n_docs,
         "val_tokens": int(len(caches["val"].tokens)),
         "instances": [int(len(p.lengths)) for p in phases],
-        "mean_instance_tokens": [float(p.lengths.mean()) for p in phases],
+        "mean_instance_tokens": [mean_tokens(p) for p in phases],
+        # Sequences an optimizer step takes on average (batch.unit=tokens: the budget / mean length).
+        "sequences_per_step": [ph.tokens_per_step / mean_tokens(p) if plan.token_batching else plan.global_batch
+                               for p, ph in zip(phases, plan.phases)],
+        "split": split,
         "vocab_size": ids.vocab_size,
     }
     return PreparedData(ids=ids, word_starts=ws, phases=phases, val_mlm=val_mlm, val_nsp=val_nsp, tokenizer=tok,
@@ -181,7 +220,7 @@ class PhasedSampler(Sampler):
         for p, ph in enumerate(self.plan.phases):
             end = offset + ph.steps
             if start < end:
-                tokens = self.plan.global_batch * ph.max_len if self.plan.token_batching else None
+                tokens = ph.tokens_per_step if self.plan.token_batching else None
                 sampler = BatchPlanSampler(
                     self.data.phases[p].lengths, seed=self.seed, batch_size=self.plan.global_batch,
                     tokens_per_batch=tokens, accumulate=self.plan.accumulate, world_size=self.plan.world_size,

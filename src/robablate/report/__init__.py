@@ -1,4 +1,4 @@
-"""Finished runs -> comparison tables with confidence intervals, paired tests and plots.
+"""Finished runs -> comparison tables with calibrated confidence intervals, paired tests, power and plots.
 
     python -m robablate.report outputs/multirun/... [--out DIR] [--baseline masking=static]
 
@@ -17,22 +17,25 @@ from typing import Iterable
 import pandas as pd
 
 from robablate.errors import ConfigError
+from robablate.io import atomic_write_text
 from robablate.report import render
 from robablate.report.collect import (AXES, PRETRAIN_METRICS, collect, history_frame, load_runs,
                                       tidy_frame)
-from robablate.report.plots import PLOTS, plot_glue, plot_mlm_curve, plot_tasks, plot_throughput
-from robablate.report.tables import (DEFAULT_METRICS, aliased_axes, batch_sizes, off_axis_table, paired_table,
-                                     resolve_baselines, summary_table, variance_table, varied_axes)
+from robablate.report.plots import (PLOTS, plot_effects, plot_glue, plot_mlm_curve, plot_tasks,
+                                    plot_throughput)
+from robablate.report.tables import (DEFAULT_METRICS, batch_sizes, compute_table, design_frame, gain_table,
+                                     off_axis_table, paired_table, resolve_baselines, summary_table, token_flags,
+                                     variance_table, varied_axes, varying_determined)
 
-__all__ = ["Report", "load_report", "write_report", "collect", "plot_tasks", "plot_glue",
+__all__ = ["Report", "load_report", "write_report", "collect", "plot_effects", "plot_tasks", "plot_glue",
            "plot_mlm_curve", "plot_throughput", "AXES", "PRETRAIN_METRICS"]
 
 
 @dataclass
 class Report:
-    tidy: pd.DataFrame            # run x task x fine-tuning seed x metric (collect())
-    summary: pd.DataFrame         # per axis, arm, task, metric: n, mean, std, median, 95% CI
-    paired: pd.DataFrame          # per axis, arm, task, metric: difference to the baseline + test
+    tidy: pd.DataFrame            # run x task x fine-tuning seed x metric (collect()), pretrained runs
+    summary: pd.DataFrame         # per axis, arm, task, metric: n, mean, std, median, 95% t CI (+ control rows)
+    paired: pd.DataFrame          # per axis, arm, task, metric: difference to the baseline, CI, test, power, flags
     variance: pd.DataFrame        # pretraining-seed vs fine-tuning-seed variance per arm and task
     problems: list[dict]          # corrupt / foreign / failed / unfinished files, never dropped silently
     axes: list[str]               # the varied axes
@@ -40,47 +43,59 @@ class Report:
     off_axis: pd.DataFrame = field(default_factory=pd.DataFrame)  # differing non-axis config keys
     history: pd.DataFrame = field(default_factory=pd.DataFrame)   # pretrain.history of every run
     conventions: dict[str, str] = field(default_factory=dict)     # GLUE convention name -> description
-    aliases: dict[str, list[str]] = field(default_factory=dict)   # axes that vary one-to-one with an axis
-    n_boot: int = 10_000
+    determined: dict[str, list[str]] = field(default_factory=dict)  # axis -> keys it determines that vary
+    design: pd.DataFrame = field(default_factory=pd.DataFrame)    # per run: axes, seed, config keys, lr, tokens
+    compute: pd.DataFrame = field(default_factory=pd.DataFrame)   # per axis and arm: tokens seen, LR and its source
+    token_flags: pd.DataFrame = field(default_factory=pd.DataFrame)  # arm pairs whose tokens differ by > 2%
+    control: pd.DataFrame = field(default_factory=pd.DataFrame)   # tidy rows of random-init control runs
+    gain: pd.DataFrame = field(default_factory=pd.DataFrame)      # arm - control per axis, task and metric
 
 
 def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, str] | None = None,
-                metrics: Iterable[str] | None = None, n_boot: int = 10_000) -> Report:
+                metrics: Iterable[str] | None = None, n_boot: int | None = None) -> Report:
     """Collect and analyse the runs under `paths`. `baseline` maps an axis to its baseline arm,
-    `metrics` the tidy metrics to summarise (default: task score + pretraining metrics); an unknown
-    key, value or metric raises ConfigError listing the choices. Works with zero complete runs
-    (empty tables, problems listed)."""
+    `metrics` the tidy metrics to summarise (default: task score + pretraining metrics + BLiMP); an
+    unknown key, value or metric raises ConfigError listing the choices. Works with zero complete
+    runs (empty tables, problems listed). Runs with results["init"] == "random" are the
+    random-init control: they get their own rows and the `gain` table, not an arm of an axis.
+    `n_boot` is accepted for old callers and ignored: the intervals are Student t (stats.py says why)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     runs, problems = load_runs(paths)
+    control_runs = [r for r in runs if r.is_control]
+    runs = [r for r in runs if not r.is_control]
     tidy, bad = tidy_frame(runs)
-    problems += bad
+    control, bad_control = tidy_frame(control_runs)
+    problems += bad + bad_control
     bad_dirs = {str(Path(p["path"]).parent) for p in bad}
     runs = [r for r in runs if r.run_dir not in bad_dirs]
     if metrics is None:
         metrics = list(DEFAULT_METRICS)
     else:
         metrics = list(metrics)
-        unknown = [m for m in metrics if m not in set(tidy["metric"])]
+        known = set(tidy["metric"]) | set(control["metric"])
+        unknown = [m for m in metrics if m not in known]
         if unknown and not tidy.empty:
             raise ConfigError(f"--metric {' '.join(unknown)}: not in these runs; available metrics: "
-                              f"{', '.join(sorted(set(tidy['metric'])))}")
+                              f"{', '.join(sorted(known))}")
     axes = varied_axes(tidy)
     sizes = batch_sizes(runs)
     baselines = resolve_baselines(tidy, axes, baseline, sizes)
-    boot = {"n_boot": n_boot}
+    design = design_frame(runs, axes)
     conventions = {}
-    for r in runs:
+    for r in runs + control_runs:
         for conv, sc in ((r.data.get("glue") or {}).get("score") or {}).items():
             if isinstance(sc, dict) and sc.get("convention"):
                 conventions.setdefault(conv, str(sc["convention"]))
     return Report(
-        tidy=tidy, summary=summary_table(tidy, axes, baselines, metrics, sizes, **boot),
-        paired=paired_table(tidy, axes, baselines, metrics, sizes, **boot),
+        tidy=tidy, summary=summary_table(tidy, axes, baselines, metrics, sizes, control=control),
+        paired=paired_table(tidy, axes, baselines, metrics, sizes, design=design),
         variance=variance_table(tidy, axes, metrics),
         problems=problems, axes=axes, baselines=baselines, off_axis=off_axis_table(runs, axes),
-        history=history_frame(runs), conventions=conventions, aliases=aliased_axes(tidy, axes),
-        n_boot=n_boot)
+        history=history_frame(runs), conventions=conventions,
+        determined={a: varying_determined(design, a) for a in axes}, design=design,
+        compute=compute_table(design, axes, baselines, sizes), token_flags=token_flags(design, axes, sizes),
+        control=control, gain=gain_table(tidy, control, axes, baselines, metrics, sizes))
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:
@@ -88,9 +103,13 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in ("tidy", "summary", "paired", "variance"):
+    for name in ("tidy", "summary", "paired", "variance", "compute"):
         getattr(report, name).to_csv(out / f"{name}.csv", index=False)
         written.append(out / f"{name}.csv")
+    for name in ("gain", "control"):
+        if not getattr(report, name).empty:
+            getattr(report, name).to_csv(out / f"{name}.csv", index=False)
+            written.append(out / f"{name}.csv")
     if not report.off_axis.empty:
         report.off_axis.to_csv(out / "off_axis.csv", index=False)
         written.append(out / "off_axis.csv")
@@ -106,6 +125,6 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
                 fig.savefig(out / f"{stem}.{ext}", dpi=150)
                 written.append(out / f"{stem}.{ext}")
             plots.setdefault(key, []).append(f"{stem}.png")
-    (out / "report.md").write_text(render.markdown(report, plots), encoding="utf-8")
-    (out / "tables.tex").write_text(render.latex(report), encoding="utf-8")
+    atomic_write_text(out / "report.md", render.markdown(report, plots))
+    atomic_write_text(out / "tables.tex", render.latex(report))
     return written + [out / "report.md", out / "tables.tex"]

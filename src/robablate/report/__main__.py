@@ -16,15 +16,17 @@ from robablate.errors import ConfigError
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m robablate.report",
-                                description="Comparison tables (95% CIs, paired tests), variance components "
-                                            "and plots from finished robablate runs.")
+                                description="Comparison tables (95% t CIs, paired tests, power, compute and "
+                                            "confound flags), variance components and plots from finished "
+                                            "robablate runs.")
     p.add_argument("dirs", nargs="+", help="run or sweep folders (searched recursively for results.json)")
     p.add_argument("--out", help="output folder (default: <first DIR>/report)")
     p.add_argument("--baseline", action="append", metavar="KEY=VALUE",
                    help="baseline arm of an axis, e.g. masking=static (repeatable; default: the BERT-side value)")
     p.add_argument("--metric", action="extend", nargs="+", metavar="NAME",
                    help="metrics to summarise (default: score and the pretraining metrics)")
-    p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="ignored (kept for old scripts): intervals are Student t / Welch, no bootstrap")
     p.add_argument("--wandb", action="store_true", help="also log tables and plots to one W&B run")
     p.add_argument("--wandb-project", default="robablate")
     return p.parse_args(argv)
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from robablate.report.tables import parse_baselines
 
     try:
-        report = load_report(args.dirs, parse_baselines(args.baseline), args.metric, n_boot=args.bootstrap)
+        report = load_report(args.dirs, parse_baselines(args.baseline), args.metric)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

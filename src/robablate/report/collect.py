@@ -21,6 +21,11 @@ RESULTS_NAME = "results.json"
 AXES = ("masking", "nsp", "format", "batch", "seq_len", "scheduler", "model", "corpus")
 PRETRAIN_TASK = "pretrain"
 PRETRAIN_METRICS = ("val_mlm_loss", "val_mlm_ppl", "val_mlm_acc", "val_nsp_acc", "tokens_per_s")
+# BLiMP (Warstadt et al. 2020) read-outs: accuracy over minimal pairs, one value per run (no
+# fine-tuning), overall and per linguistic field / term (results["blimp"]).
+BLIMP_TASK = "BLiMP"
+BLIMP_METRIC = "blimp_acc"
+RANDOM_INIT = "random"  # results["init"] of the random-initialisation control arm
 MISSING = "n/a"  # axis value of a run whose results.json lacks that axis
 TIDY_COLUMNS = ["run_dir", *AXES, "seed", "task", "ft_seed", "metric", "value"]
 
@@ -37,6 +42,11 @@ class Run:
     @property
     def config(self) -> dict[str, Any]:
         return self.data.get("config") or {}
+
+    @property
+    def is_control(self) -> bool:
+        """A random-initialisation control run (no pretraining, same read-outs)."""
+        return self.data.get("init") == RANDOM_INIT
 
 
 def axis_str(value: Any) -> str:
@@ -56,6 +66,10 @@ def glue_task_name(convention: str, tasks: Iterable[str]) -> str:
 
 def is_glue_task(task: str) -> bool:
     return task.startswith("GLUE (")
+
+
+def is_blimp_task(task: str) -> bool:
+    return task == BLIMP_TASK or task.startswith(BLIMP_TASK + " ")
 
 
 def find_results(paths: Iterable[str | Path]) -> tuple[list[Path], list[dict]]:
@@ -92,7 +106,9 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[dict]]:
                                                     f"this report reads {SCHEMA_VERSION}"))
             continue
         status = data.get("status")
-        missing = [k for k in ("axes", "pretrain") if not isinstance(data.get(k), dict)]
+        # A random-init control has no pretraining, so it may lack the pretrain block.
+        needed = ("axes",) if data.get("init") == RANDOM_INIT else ("axes", "pretrain")
+        missing = [k for k in needed if not isinstance(data.get(k), dict)]
         if status != "complete" or missing:
             kind = "failed" if status == "failed" else "unfinished"
             why = f"status {status!r}" + (f", missing {', '.join(missing)}" if missing else "")
@@ -133,9 +149,14 @@ def run_rows(run: Run) -> list[dict]:
         if v is not None:
             rows.append({**base, "task": task, "ft_seed": ft_seed, "metric": metric, "value": v})
 
-    pre = run.data["pretrain"]
+    pre = run.data.get("pretrain") or {}
     for m in PRETRAIN_METRICS:
         add(PRETRAIN_TASK, None, m, pre.get(m))
+    blimp = run.data.get("blimp") or {}
+    add(BLIMP_TASK, None, BLIMP_METRIC, blimp.get("overall"))
+    for group, label in (("by_field", "field"), ("by_term", "term")):
+        for name, acc in sorted((blimp.get(group) or {}).items()):
+            add(f"{BLIMP_TASK} {label}: {name}", None, BLIMP_METRIC, acc)
     glue = run.data.get("glue") or {}  # null/absent: glue=none (pretraining-only run)
     for task, t in (glue.get("tasks") or {}).items():
         for s in t.get("seeds") or []:
@@ -174,7 +195,7 @@ def history_frame(runs: list[Run]) -> pd.DataFrame:
     """pretrain.history of every run, one row per validation point (for the MLM curves)."""
     rows = []
     for run in runs:
-        for h in run.data["pretrain"].get("history") or []:
+        for h in (run.data.get("pretrain") or {}).get("history") or []:
             if isinstance(h, dict) and h.get("tokens") is not None:
                 rows.append({"run_dir": run.run_dir, **run.axes, "seed": run.seed,
                              "step": h.get("step"), "tokens": float(h["tokens"]),

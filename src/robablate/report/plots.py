@@ -1,6 +1,7 @@
 """Plots of a Report, as matplotlib Figures (no pyplot: no global state, any backend, notebook-safe).
 
-Every plot shows 95% CIs (SPEC §3: at small budgets the CI decides whether a bar is an effect).
+Every plot shows 95% CIs (at small budgets the CI decides whether a bar is an effect); the effect
+plot (arm minus baseline, MDE shaded) comes first, since the comparison is what a reader wants.
 Each function returns None when the runs hold nothing to plot.
 """
 
@@ -11,7 +12,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from robablate.report.collect import PRETRAIN_TASK, is_glue_task
+from robablate.report.collect import BLIMP_METRIC, BLIMP_TASK, PRETRAIN_TASK, is_glue_task
+
+# The read-outs an effect plot shows (task, metric): validation MLM loss, BLiMP overall, and every
+# GLUE score pseudo-task (added per report, since their names carry convention and tasks).
+EFFECT_READOUTS = ((PRETRAIN_TASK, "val_mlm_loss"), (BLIMP_TASK, BLIMP_METRIC))
 
 
 def _arms(report, axis: str) -> list[str]:
@@ -136,4 +141,56 @@ def plot_throughput(report, axis: str) -> Figure | None:
     return fig
 
 
-PLOTS = {"tasks": plot_tasks, "glue": plot_glue, "mlm_curve": plot_mlm_curve, "throughput": plot_throughput}
+def effect_readouts(paired: pd.DataFrame) -> list[tuple[str, str]]:
+    present = set(zip(paired["task"], paired["metric"]))
+    glue = sorted(t for t in set(paired["task"]) if is_glue_task(t))
+    return [r for r in EFFECT_READOUTS if r in present] + [(t, "score") for t in glue if (t, "score") in present]
+
+
+def _arm_label(arm: str, row: pd.Series) -> str:
+    if not isinstance(row.get("method"), str):
+        return arm
+    n = f"{row['n_pairs']} pairs" if row["n_pairs"] >= 2 else f"{row['n_arm']} vs {row['n_base']} runs"
+    return f"{arm}\n({row['method'].split(' over ')[0]}, {n})"
+
+
+def plot_effects(report, axis: str) -> Figure | None:
+    """Per read-out, each arm minus the baseline as a point with its 95% CI (paired t or Welch, as
+    the paired table says), zero marked, and the minimal detectable effect (80% power) shaded as a
+    band around zero: a CI inside the band is a null the runs could not have resolved."""
+    p = report.paired
+    p = p[p["axis"] == axis] if "axis" in p else p
+    readouts = effect_readouts(p)
+    if p.empty or not readouts:
+        return None
+    arms = list(dict.fromkeys(p["arm"]))
+    fig = Figure(figsize=(4.2 * len(readouts), 0.9 + 0.6 * len(arms) + 0.8), layout="constrained")
+    for i, (task, metric) in enumerate(readouts):
+        ax = fig.add_subplot(1, len(readouts), i + 1)
+        rows = p[(p["task"] == task) & (p["metric"] == metric)].set_index("arm").reindex(arms)
+        y = np.arange(len(arms))[::-1]
+        for yi, (arm, r) in zip(y, rows.iterrows()):
+            if np.isfinite(r["mde"]):
+                ax.fill_betweenx([yi - 0.3, yi + 0.3], -r["mde"], r["mde"], color="0.85", lw=0,
+                                 label="MDE (80% power)" if yi == y[0] else None)
+            if not np.isfinite(r["diff_mean"]):
+                continue
+            lo, hi = r["diff_ci_low"], r["diff_ci_high"]
+            err = np.array([[r["diff_mean"] - lo], [hi - r["diff_mean"]]]) if np.isfinite(lo) else None
+            flagged = isinstance(r.get("flags"), str) and bool(r["flags"])
+            ax.errorbar(r["diff_mean"], yi, xerr=err, fmt="o", color="C3" if flagged else "C0", capsize=4)
+        ax.axvline(0, color="k", lw=1)
+        ax.set_yticks(y, [_arm_label(a, rows.loc[a]) for a in arms], fontsize="small")
+        ax.set_ylim(-0.7, len(arms) - 0.3)
+        label = metric if task == PRETRAIN_TASK else task.replace(", tasks:", ",\ntasks:")
+        ax.set_title(label, fontsize="small")
+        ax.set_xlabel(f"arm - {report.baselines.get(axis, 'baseline')} (95% CI)")
+        ax.grid(axis="x", alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize="x-small", loc="best")
+    fig.suptitle(f"Effects by {_axis_label(report, axis)}: point = mean difference, bar = 95% CI, "
+                 "grey = MDE, red = flagged (tokens/LR)", fontsize="small")
+    return fig
+
+
+PLOTS = {"effects": plot_effects, "tasks": plot_tasks, "glue": plot_glue, "mlm_curve": plot_mlm_curve, "throughput": plot_throughput}

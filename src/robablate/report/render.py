@@ -7,20 +7,29 @@ import os
 
 import pandas as pd
 
+import numpy as np
+
 from robablate.report.collect import is_glue_task
-from robablate.report.tables import NO_AXIS
+from robablate.report.plots import effect_readouts
+from robablate.report.tables import CONTROL_ARM, NO_AXIS, eng
 
 METHOD = (
     "Unit of replication: the pretraining run. `mean`/`std`/`median` pool every value (runs x "
-    "fine-tuning seeds); the 95% CI of the mean is a percentile bootstrap ({n_boot:,} resamples, rng seed 0) "
-    "over whole runs, or over fine-tuning seeds when an arm has one run (`ci over`). `run median` = mean "
-    "over runs of each run's median over fine-tuning seeds (RoBERTa's protocol). Differences are arm minus "
-    "baseline over runs paired by every other axis value and the pretraining seed (each run = its median "
-    "over fine-tuning seeds; fine-tuning seeds are not paired across runs: seed k of two different "
-    "encoders shares nothing that would make them a pair); Wilcoxon signed-rank with >= 6 pairs, else "
-    "paired t-test; Welch's t-test "
-    "when nothing pairs (the `test` column says so); `p holm` = Holm-adjusted over an axis's rows. "
-    "Task scores are fractions in [0, 1]; a task's score is the mean of its metrics."
+    "fine-tuning seeds); the 95% CI of an arm's mean is Student t over the run means (one value per "
+    "pretraining run, df = runs - 1), or over fine-tuning seeds when an arm has one run (`ci method` says "
+    "which). `run median` = mean over runs of each run's median over fine-tuning seeds (RoBERTa's "
+    "protocol). Differences are arm minus baseline, each run entering with its median over fine-tuning "
+    "seeds. Runs pair when they share the pretraining seed and every config key except the compared axis "
+    "and the keys it determines (each arm has one value of the key, e.g. format determines nsp); a per-arm "
+    "tuned LR is part of the arm. With >= 2 pairs: paired t CI and p (df = pairs - 1); otherwise Welch's t "
+    "(Welch-Satterthwaite df) over runs, and `pairing` says why nothing paired. No bootstrap: with 3-10 runs "
+    "percentile and BCa intervals under-cover (simulated in tests/test_stats_calibration.py). `p holm` = "
+    "Holm-adjusted over an axis's rows. `MDE` = the smallest true difference the same test detects with 80% "
+    "power at two-sided alpha 0.05 with these runs (noncentral t; SD of the paired differences, or the "
+    "pooled SD); `runs to detect` = pairs (paired) or runs per arm (Welch) needed for the observed "
+    "difference at that power. Flags: tokens seen (non-padding input tokens fed in pretraining, special "
+    "tokens included) differing by > 2% between the arms, and a peak LR that differs without per-arm "
+    "tuning. Task scores are fractions in [0, 1]; a task's score is the mean of its metrics."
 )
 
 
@@ -59,18 +68,71 @@ def summary_display(summary: pd.DataFrame) -> pd.DataFrame:
         "mean ± std": [f"{fmt(m)} ± {fmt(sd)}" for m, sd in zip(s["mean"], s["std"])],
         "median": s["median"].map(fmt),
         "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(s["ci_low"], s["ci_high"])],
-        "ci over": s["ci_over"], "run median": s["run_median_mean"].map(fmt),
+        "ci method": s["ci_method"], "run median": s["run_median_mean"].map(fmt),
     })
 
 
-def paired_display(paired: pd.DataFrame) -> pd.DataFrame:
+def _runs_needed(x) -> str:
+    if x is None or not np.isfinite(x):
+        return "-" if x is None or np.isnan(x) else "never (diff 0)"
+    return f"> {int(x) - 1}" if x > 10_000 else str(int(x))
+
+
+def _n(row) -> str:
+    if row["n_pairs"] >= 2:
+        return f"{row['n_pairs']} pairs"
+    return f"{row['n_arm']} vs {row['n_base']}"
+
+
+def paired_display(paired: pd.DataFrame, base_col: str = "baseline") -> pd.DataFrame:
     p = paired
-    return pd.DataFrame({
-        "arm - base": p["arm"] + " - " + p["baseline"], "task": p["task"], "metric": p["metric"],
-        "pairs": p["n_pairs"], "diff": p["diff_mean"].map(fmt),
+    base = p[base_col] if base_col in p else pd.Series(CONTROL_ARM, index=p.index)
+    out = pd.DataFrame({
+        "arm - base": p["arm"] + " - " + base, "task": p["task"], "metric": p["metric"],
+        "n": [_n(r) for _, r in p.iterrows()], "diff": p["diff_mean"].map(fmt),
         "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(p["diff_ci_low"], p["diff_ci_high"])],
-        "test": p["test"], "p": p["p_value"].map(fmt), "p holm": p["p_holm"].map(fmt),
+        "method": p["method"], "p": p["p_value"].map(fmt), "p holm": p["p_holm"].map(fmt),
+        "MDE (80%)": p["mde"].map(fmt), "runs to detect": p["runs_needed"].map(_runs_needed),
+        "verdict": p["verdict"], "pairing": p["pairing"],
     })
+    if "flags" in p:
+        out["flags"] = p["flags"].fillna("")
+    return out
+
+
+def context_display(paired: pd.DataFrame) -> pd.DataFrame:
+    """Once per compared pair of arms: tokens seen, LR, the other config differences and flags."""
+    c = paired.drop_duplicates(["axis", "arm"])
+    return pd.DataFrame({
+        "arm - base": c["arm"] + " - " + c["baseline"],
+        "tokens seen (base -> arm)": [f"{eng(b)} -> {eng(a)} ({100 * r:+.1f}%)" if np.isfinite(r) else "-"
+                                      for a, b, r in zip(c["tokens_arm"], c["tokens_base"], c["tokens_rel"])],
+        "peak lr (base -> arm)": [f"{b} -> {a}" + (" (tuned per arm)" if t else "")
+                                  for a, b, t in zip(c["lr_arm"], c["lr_base"], c["lr_tuned"])],
+        "also differs": c["also_differs"].fillna("").replace("", "-"),
+        "flags": c["flags"].fillna("").replace("", "none"),
+    })
+
+
+def compute_display(compute: pd.DataFrame) -> pd.DataFrame:
+    c = compute
+    return pd.DataFrame({
+        "arm": c["arm"] + c["baseline"].map({True: " (base)", False: ""}), "runs": c["n_runs"],
+        "tokens seen (mean)": c["tokens_mean"].map(lambda x: eng(x) if np.isfinite(x) else "-"),
+        "min..max": [f"{eng(lo)}..{eng(hi)}" if np.isfinite(lo) else "-"
+                     for lo, hi in zip(c["tokens_min"], c["tokens_max"])],
+        "vs base": c["tokens_vs_base"].map(lambda x: f"{100 * x:+.1f}%" if np.isfinite(x) else "-"),
+        "peak lr": c["lr"], "lr source": c["lr_source"],
+    })
+
+
+def effects_display(report, axis: str) -> pd.DataFrame:
+    """The headline of an axis: the effect-plot read-outs, one row per arm."""
+    p = report.paired[report.paired["axis"] == axis]
+    keep = pd.Series(False, index=p.index)
+    for task, metric in effect_readouts(p):
+        keep |= (p["task"] == task) & (p["metric"] == metric)
+    return paired_display(p[keep])
 
 
 def variance_display(var: pd.DataFrame) -> pd.DataFrame:
@@ -114,32 +176,61 @@ def axis_sections(report):
                report.paired[report.paired["axis"] == axis])
 
 
+def _flag_lines(report, axis: str) -> list[str]:
+    f = report.token_flags
+    f = f[f["axis"] == axis] if not f.empty else f
+    return [f"- **not compute-matched**: {r.arm_more} vs {r.arm_fewer}: {r.flag}" for r in f.itertuples()]
+
+
 def markdown(report, plots: dict[str, list[str]]) -> str:
     note = glue_note(report.conventions, report.tidy["task"])
+    n_ctrl = report.control["run_dir"].nunique() if not report.control.empty else 0
     out = ["# robablate ablation report", "",
            f"{report.tidy['run_dir'].nunique()} complete runs; varied axes: "
-           f"{', '.join(report.axes) or 'none'}.", "", note, "", "## Runs", "", md_table(runs_display(report)), ""]
+           f"{', '.join(report.axes) or 'none'}"
+           + (f"; {n_ctrl} random-init control runs" if n_ctrl else "") + ".", "", note, ""]
+    effects = [(a, [p for p in plots.get(a, []) if p.startswith("effects_")]) for a in report.axes]
+    if any(e for _, e in effects):
+        out += ["## Effects: arm minus baseline", "",
+                "Point = mean difference, bar = 95% CI (paired t over pretraining seeds when runs pair, else "
+                "Welch), grey band = the minimal detectable effect at 80% power with these runs, red = a "
+                "flagged comparison (tokens seen or LR differ). Method: see the end.", ""]
+        for axis, pngs in effects:
+            out += [f"### {axis} (baseline {report.baselines[axis]})", ""] + [f"![{p}]({p})" for p in pngs] + [""]
+            out += [md_table(effects_display(report, axis)), ""] + _flag_lines(report, axis) + [""]
+    out += ["## Runs", "", md_table(runs_display(report)), ""]
     if report.problems:
         out += ["## Failed, unfinished or skipped", "", md_table(pd.DataFrame(report.problems)), ""]
     if not report.off_axis.empty:
-        out += ["## Warning: config differences that are not a swept axis", "",
-                "These keys differ between runs; a difference in results may come from them, not from the axis.",
+        out += ["## Config differences that are not a swept axis", "",
+                "These keys differ between runs; a difference in results may come from them, not from the axis "
+                "(`confounded_with`: the axis whose arms each hold one value of the key).",
                 "", md_table(report.off_axis), ""]
     for axis, title, summ, paired in axis_sections(report):
         out += [f"## {title}", "", note, ""]
-        if report.aliases.get(axis):
-            also = ", ".join(report.aliases[axis])
-            out += [f"Note: {also} varies together with {axis} in these runs (one value per arm), so this "
-                    f"contrast is also that of {also}; runs pair across it.", ""]
+        if report.determined.get(axis):
+            also = ", ".join(report.determined[axis])
+            out += [f"Determined by {axis} in these runs (one value per arm): {also}. This contrast is also "
+                    f"that of {also}; runs pair across it.", ""]
+        comp = report.compute[report.compute["axis"] == axis] if not report.compute.empty else report.compute
+        if not comp.empty:
+            out += ["### Compute and learning rate per arm", "", md_table(compute_display(comp)), ""]
+            out += _flag_lines(report, axis) + [""]
         out += ["### Per arm", "", md_table(summary_display(summ)), ""]
         if not paired.empty:
-            out += ["### Difference to the baseline", "", md_table(paired_display(paired)), ""]
-        out += [f"![{p}]({p})" for p in plots.get(axis, [])] + [""]
+            out += ["### Difference to the baseline", "", md_table(paired_display(paired)), "",
+                    "### What else differs between the compared arms", "", md_table(context_display(paired)), ""]
+        gain = report.gain[report.gain["axis"] == axis] if not report.gain.empty else report.gain
+        if not gain.empty:
+            out += ["### Gain over the random-init control", "",
+                    "Arm minus the random-init control (no pretraining, same read-outs): paired by seed when "
+                    ">= 2 seeds are shared, else Welch.", "", md_table(paired_display(gain)), ""]
+        out += [f"![{p}]({p})" for p in plots.get(axis, []) if not p.startswith("effects_")] + [""]
     out += ["## Variance: pretraining seeds vs fine-tuning seeds", "",
             "One-way random-effects ANOVA per arm (one combination of the varied axes) and task: "
             "`var pretrain` = between-run variance beyond what fine-tuning noise explains, `var finetune` = "
             "pooled within-run variance over fine-tuning seeds. " + note, "",
-            md_table(variance_display(report.variance)), "", "## Method", "", METHOD.format(n_boot=report.n_boot), ""]
+            md_table(variance_display(report.variance)), "", "## Method", "", METHOD, ""]
     return "\n".join(out)
 
 
@@ -162,11 +253,13 @@ def _latex_table(df: pd.DataFrame, caption: str) -> str:
 
 def latex(report) -> str:
     note = glue_note(report.conventions, report.tidy["task"])
-    parts = ["% robablate report tables (needs booktabs). " + METHOD.format(n_boot=report.n_boot)]
+    parts = ["% robablate report tables (needs booktabs). " + METHOD]
     for axis, title, summ, paired in axis_sections(report):
         parts.append(_latex_table(summary_display(summ), f"{title.replace('`', '')}: per arm. {note}"))
         if not paired.empty:
             parts.append(_latex_table(paired_display(paired), f"{title.replace('`', '')}: arm minus baseline. {note}"))
+            parts.append(_latex_table(context_display(paired), f"{title.replace('`', '')}: what else differs "
+                                                                "between the compared arms."))
     parts.append(_latex_table(variance_display(report.variance),
                               f"Variance components (pretraining vs fine-tuning seeds). {note}"))
     return "\n".join(parts)
@@ -182,5 +275,6 @@ def terminal(report) -> str:
     for axis, title, summ, paired in axis_sections(report):
         out += [f"== {title.replace('`', '')} ==", note, text_table(summary_display(summ)), ""]
         if not paired.empty:
-            out += [text_table(paired_display(paired)), ""]
+            out += [text_table(paired_display(paired)), "", text_table(context_display(paired)), ""]
+        out += _flag_lines(report, axis)
     return "\n".join(out)

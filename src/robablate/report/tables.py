@@ -12,8 +12,12 @@ import pandas as pd
 
 from robablate.errors import ConfigError
 from robablate.report import stats
-from robablate.report.collect import AXES, PRETRAIN_TASK, Run, is_glue_task
+from robablate.report.collect import (AXES, BLIMP_METRIC, BLIMP_TASK, PRETRAIN_TASK, Run, is_blimp_task,
+                                      is_glue_task)
 
+CONTROL_ARM = "random init (control)"  # the arm name of random-init control runs in every table
+LR_KEY = "plan.lr"  # the peak LR a run trained with (results["plan"]["lr"]), a design key like any other
+TOKENS_TOL = 0.02  # arms whose tokens seen differ by more than this are not compute-matched
 # The BERT-side value of each axis (SPEC §2), so differences read as "RoBERTa change minus BERT".
 CANONICAL_BASELINE = {"masking": "static", "nsp": "true", "format": "segment_pair",
                       "seq_len": "128", "scheduler": "linear"}
@@ -26,7 +30,8 @@ IGNORED_CONFIG_KEYS = {"seed", "experiment", "experiment_name", "run_dir", "resu
 IGNORED_LEAVES = {"seed", "run_dir", "output_dir", "out_dir", "save_dir", "log_dir", "dirpath"}
 # Which tidy metrics the summary covers unless --metric says otherwise.
 NO_AXIS = "(none)"  # the axis column when every run has the same axis values (one pooled arm)
-DEFAULT_METRICS = ("score", "val_mlm_loss", "val_mlm_ppl", "val_mlm_acc", "val_nsp_acc", "tokens_per_s")
+DEFAULT_METRICS = ("score", "val_mlm_loss", "val_mlm_ppl", "val_mlm_acc", "val_nsp_acc", "tokens_per_s",
+                   BLIMP_METRIC)
 
 
 def _size(v: str) -> float:
@@ -95,10 +100,12 @@ def parse_baselines(items: list[str] | None) -> dict[str, str]:
 
 
 def task_order(tasks) -> list[str]:
+    """pretrain, BLiMP (overall, fields, terms), fine-tuning tasks, GLUE scores."""
     tasks = set(tasks)
     pre = [PRETRAIN_TASK] if PRETRAIN_TASK in tasks else []
-    return pre + sorted(t for t in tasks if t != PRETRAIN_TASK and not is_glue_task(t)) \
-        + sorted(t for t in tasks if is_glue_task(t))
+    blimp = sorted((t for t in tasks if is_blimp_task(t)), key=lambda t: (t != BLIMP_TASK, "term" in t, t))
+    return pre + blimp + sorted(t for t in tasks if t != PRETRAIN_TASK and not is_glue_task(t)
+                                and not is_blimp_task(t)) + sorted(t for t in tasks if is_glue_task(t))
 
 
 def _select(tidy: pd.DataFrame, metrics) -> pd.DataFrame:
@@ -124,99 +131,364 @@ def _arm_rows(frame: pd.DataFrame, axis: str | None, arm: str) -> pd.DataFrame:
 
 
 def summary_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
-                  metrics=DEFAULT_METRICS, sizes=None, **boot) -> pd.DataFrame:
-    """Per axis, arm, task and metric: n, mean, std, median, the 95% CI of the mean (whole runs
-    resampled) and `run_median_mean` = mean over runs of each run's median over fine-tuning seeds."""
+                  metrics=DEFAULT_METRICS, sizes=None, control: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per axis, arm, task and metric: n, mean, std, median, the 95% CI of the mean (Student t over
+    the run means, `ci_method` says so) and `run_median_mean` = mean over runs of each run's median
+    over fine-tuning seeds. Random-init control runs (`control`, a tidy frame) add one row per
+    axis, task and metric with arm CONTROL_ARM."""
     data = _select(tidy, metrics)
+    ctrl = _select(control, metrics) if control is not None and not control.empty else None
     rows = []
     for axis in axes or [None]:
         arms = _arms(axis, tidy, baselines, sizes)
-        for task in task_order(data["task"].unique()):
-            for metric in [m for m in metrics if m in set(data.loc[data["task"] == task, "metric"])]:
+        tasks = set(data["task"]) | (set(ctrl["task"]) if ctrl is not None else set())
+        for task in task_order(tasks):
+            present = set(data.loc[data["task"] == task, "metric"])
+            if ctrl is not None:
+                present |= set(ctrl.loc[ctrl["task"] == task, "metric"])
+            for metric in [m for m in metrics if m in present]:
                 tm = data[(data["task"] == task) & (data["metric"] == metric)]
-                for arm in arms:
-                    sub = _arm_rows(tm, axis, arm)
-                    groups = [g["value"].to_numpy() for _, g in sub.groupby("run_dir", sort=False)]
-                    v = sub["value"]
-                    one_value = v.nunique() == 1  # std 0, not summation round-off
-                    lo, hi, over = stats.cluster_bootstrap_ci(groups, **boot)
-                    rows.append({
-                        "axis": axis or NO_AXIS, "arm": arm, "baseline": arm == baselines.get(axis),
-                        "task": task, "metric": metric, "n_runs": len(groups), "n_values": len(v),
-                        "mean": v.mean() if len(v) else np.nan,
-                        "std": (0.0 if one_value else v.std(ddof=1)) if len(v) > 1 else np.nan,
-                        "median": v.median() if len(v) else np.nan,
-                        "ci_low": lo, "ci_high": hi, "ci_over": over,
-                        "run_median_mean": float(np.mean([np.median(g) for g in groups])) if groups else np.nan,
-                    })
-    return pd.DataFrame(rows)
+                cells = [(arm, _arm_rows(tm, axis, arm)) for arm in arms]
+                if ctrl is not None:
+                    cells.append((CONTROL_ARM, ctrl[(ctrl["task"] == task) & (ctrl["metric"] == metric)]))
+                for arm, sub in cells:
+                    rows.append({"axis": axis or NO_AXIS, "arm": arm, "baseline": arm == baselines.get(axis),
+                                 "task": task, "metric": metric, **_describe(sub)})
+    cols = ["axis", "arm", "baseline", "task", "metric", "n_runs", "n_values", "mean", "std", "median",
+            "ci_low", "ci_high", "ci_method", "run_median_mean"]
+    return pd.DataFrame(rows, columns=cols)
 
 
-def aliased_axes(tidy: pd.DataFrame, axes: list[str]) -> dict[str, list[str]]:
-    """Varied axes that move together one-to-one (`nsp=true,false` with `format=auto` varies format
-    with nsp): pairing on one must ignore the other, or nothing pairs. The contrast is then shared."""
-    runs = tidy.drop_duplicates("run_dir")
-    out = {a: [] for a in axes}
-    for a in axes:
-        for b in axes:
-            if a != b and (runs.groupby(a)[b].nunique() == 1).all() and (runs.groupby(b)[a].nunique() == 1).all():
-                out[a].append(b)
+def _describe(sub: pd.DataFrame) -> dict[str, Any]:
+    groups = [g["value"].to_numpy() for _, g in sub.groupby("run_dir", sort=False)]
+    v = sub["value"]
+    one_value = v.nunique() == 1  # std 0, not summation round-off
+    lo, hi, method = stats.run_means_ci(groups)
+    return {"n_runs": len(groups), "n_values": len(v), "mean": v.mean() if len(v) else np.nan,
+            "std": (0.0 if one_value else v.std(ddof=1)) if len(v) > 1 else np.nan,
+            "median": v.median() if len(v) else np.nan, "ci_low": lo, "ci_high": hi, "ci_method": method,
+            "run_median_mean": float(np.mean([np.median(g) for g in groups])) if groups else np.nan}
+
+
+# ------------------------------------------------------------------------------------------- design
+
+
+def design_frame(runs: list[Run], axes: list[str]) -> pd.DataFrame:
+    """One row per run: its axes, seed, the config keys that can differ between runs (flattened,
+    without the varied axes' own groups and the keys that differ by design: seeds, paths), the
+    peak LR it trained with (results["plan"]["lr"]), whether that LR was tuned per arm
+    (results["tune"]), and the tokens it was fed (results["pretrain"]["tokens_seen"])."""
+    rows = []
+    for r in runs:
+        flat = {k: _show(flatten(r.config), k) for k in flatten(r.config) if not _ignored(k, set(axes))}
+        plan, tune = r.data.get("plan") or {}, r.data.get("tune") or {}
+        pre = r.data.get("pretrain") or {}
+        rows.append({"run_dir": r.run_dir, **r.axes, "seed": r.seed, **flat,
+                     LR_KEY: _show(plan, "lr") if "lr" in plan else "<missing>",
+                     "_lr": _num_or_nan(plan.get("lr")), "_tuned": bool(tune),
+                     "_tune_rule": str(tune.get("rule") or ""),
+                     "_tokens": _num_or_nan(pre.get("tokens_seen"))})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["run_dir", *AXES, "seed", LR_KEY, "_lr", "_tuned", "_tune_rule", "_tokens"])
+    key_cols = [c for c in df.columns if c not in ("run_dir", "seed") and not c.startswith("_")]
+    df[key_cols] = df[key_cols].fillna("<missing>").astype(str)
+    return df
+
+
+def _num_or_nan(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+
+
+def design_keys(design: pd.DataFrame, axis: str) -> list[str]:
+    """The keys a run's design is made of, apart from `axis` itself and the seed."""
+    return [c for c in design.columns if c not in ("run_dir", "seed", axis) and not c.startswith("_")]
+
+
+def determined_keys(design: pd.DataFrame, axis: str) -> list[str]:
+    """Keys that `axis` determines in these runs: each value of the axis maps to exactly one value
+    of the key (functional dependence, not only one-to-one: format determines nsp although two
+    formats share nsp=true). Constant keys are trivially determined."""
+    if design.empty or axis not in design:
+        return []
+    g = design.groupby(axis)
+    return [k for k in design_keys(design, axis) if (g[k].nunique(dropna=False) == 1).all()]
+
+
+def varying_determined(design: pd.DataFrame, axis: str) -> list[str]:
+    """Determined keys that actually differ between arms (worth naming in the report)."""
+    return [k for k in determined_keys(design, axis) if design[k].nunique(dropna=False) > 1]
+
+
+def pairing_keys(design: pd.DataFrame, axis: str) -> list[str]:
+    """Runs of two arms pair when they agree on these keys and the seed: every key other than the
+    compared axis and the keys it determines. A per-arm tuned LR is part of the arm (protocol)."""
+    det = set(determined_keys(design, axis))
+    keys = [k for k in design_keys(design, axis) if k not in det]
+    if LR_KEY in keys and design["_tuned"].all():
+        keys.remove(LR_KEY)
+    return keys
+
+
+def pair_ids(design: pd.DataFrame, axis: str) -> pd.Series:
+    """run_dir -> the identity two runs must share to pair on `axis` (seed + pairing keys)."""
+    keys = pairing_keys(design, axis)
+    ident = design[["seed", *keys]].astype(str).agg("|".join, axis=1)
+    return pd.Series(ident.to_numpy(), index=design["run_dir"].to_numpy())
+
+
+def why_unpaired(design: pd.DataFrame, axis: str, arm: str, base: str) -> str:
+    """Why fewer than 2 runs of `arm` and `base` pair: no shared seed, or the pairing keys that differ
+    between the runs that share a seed but did not pair."""
+    a, b = design[design[axis] == arm], design[design[axis] == base]
+    shared = set(a["seed"].dropna()) & set(b["seed"].dropna())
+    if not shared:
+        return "no shared seeds"
+    keys = pairing_keys(design, axis)
+    paired, blocking = 0, set()
+    for s in sorted(shared):
+        diffs = [{k for k in keys if ra[k] != rb[k]} for _, ra in a[a["seed"] == s].iterrows()
+                 for _, rb in b[b["seed"] == s].iterrows()]
+        if any(not d for d in diffs):
+            paired += 1
+        else:
+            blocking |= set.union(*diffs)
+    head = f"{paired} pair (need 2)" if paired == 1 else ""
+    if blocking:
+        why = f"configs differ in {', '.join(sorted(blocking))} (not determined by {axis})"
+        return f"{head}; {why}" if head else why
+    return head or "fewer than 2 pairs"
+
+
+def arm_differences(design: pd.DataFrame, axis: str, arm: str, base: str) -> list[tuple[str, str, str]]:
+    """(key, base values, arm values) for every off-axis key whose values differ between the arms."""
+    a, b = design[design[axis] == arm], design[design[axis] == base]
+    out = []
+    for k in design_keys(design, axis):
+        va, vb = sorted(set(a[k])), sorted(set(b[k]))
+        if va != vb:
+            out.append((k, "/".join(vb), "/".join(va)))
     return out
 
 
+def tokens_flag(tokens_arm: float, tokens_base: float, tol: float = TOKENS_TOL) -> str:
+    """'' when the arm saw the baseline's tokens within `tol` (relative to the baseline), else the flag."""
+    if not (np.isfinite(tokens_arm) and np.isfinite(tokens_base)) or tokens_base <= 0:
+        return ""
+    rel = tokens_arm / tokens_base - 1
+    if abs(rel) <= tol:
+        return ""
+    return (f"tokens seen {100 * rel:+.1f}% ({eng(tokens_base)} -> {eng(tokens_arm)}; "
+            f"> ±{100 * tol:g}%: not compute-matched)")
+
+
+def eng(x: float) -> str:
+    return f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x / 1e3:.4g}k" if x >= 1e3 else f"{x:g}"
+
+
+def comparison_context(design: pd.DataFrame, axis: str, arm: str, base: str) -> dict[str, Any]:
+    """What else differs between two compared arms: tokens seen (flagged above 2%), the LR each
+    trained with (flagged when it differs and was not tuned per arm), every other off-axis key."""
+    a, b = design[design[axis] == arm], design[design[axis] == base]
+    ta, tb = a["_tokens"].mean(), b["_tokens"].mean()
+    flags = [f] if (f := tokens_flag(ta, tb)) else []
+    diffs = arm_differences(design, axis, arm, base)
+    tuned = bool(len(a) and len(b) and a["_tuned"].all() and b["_tuned"].all())
+    lr_note = ""
+    if any(k == LR_KEY for k, _, _ in diffs):
+        vb, va = next((vb, va) for k, vb, va in diffs if k == LR_KEY)
+        lr_note = f"lr tuned per arm ({vb} vs {va})" if tuned else f"lr {vb} vs {va} (set by preset, not tuned)"
+        if not tuned:
+            flags.append(lr_note)
+    det = set(determined_keys(design, axis))
+    also = [f"{k}: {vb} -> {va}" + ("" if k in det else " (varies within arm)")
+            for k, vb, va in diffs if k != LR_KEY]
+    # Another axis set with this one (format sets nsp) is the design; a plain config key that differs
+    # between the compared arms is a confound (an LR is handled above, as tuned or not).
+    flags += [f"config differs: {k} {vb} -> {va}" for k, vb, va in diffs if k != LR_KEY and k not in AXES]
+    return {"tokens_arm": ta, "tokens_base": tb, "tokens_rel": ta / tb - 1 if tb else np.nan,
+            "lr_arm": "/".join(sorted(set(a[LR_KEY]))), "lr_base": "/".join(sorted(set(b[LR_KEY]))),
+            "lr_tuned": tuned, "lr_note": lr_note, "also_differs": "; ".join(also), "flags": "; ".join(flags)}
+
+
+def compute_table(design: pd.DataFrame, axes: list[str], baselines: dict[str, str], sizes=None) -> pd.DataFrame:
+    """Per axis and arm: tokens seen (mean, min, max over runs; relative to the baseline arm) and
+    the LR it trained with, chosen per arm (results["tune"]) or set by the preset."""
+    rows = []
+    for axis in axes:
+        base = design[design[axis] == baselines[axis]]["_tokens"].mean()
+        for arm in _arms(axis, design, baselines, sizes):
+            d = design[design[axis] == arm]
+            t = d["_tokens"]
+            rows.append({"axis": axis, "arm": arm, "baseline": arm == baselines[axis], "n_runs": len(d),
+                         "tokens_mean": t.mean(), "tokens_min": t.min(), "tokens_max": t.max(),
+                         "tokens_vs_base": t.mean() / base - 1 if base else np.nan,
+                         "lr": "/".join(sorted(set(d[LR_KEY]))),
+                         "lr_source": "tuned per arm: " + d["_tune_rule"].iloc[0] if len(d) and d["_tuned"].all()
+                         else "preset / config (not tuned)"})
+    return pd.DataFrame(rows, columns=["axis", "arm", "baseline", "n_runs", "tokens_mean", "tokens_min",
+                                       "tokens_max", "tokens_vs_base", "lr", "lr_source"])
+
+
+def token_flags(design: pd.DataFrame, axes: list[str], sizes=None) -> pd.DataFrame:
+    """Every pair of arms of an axis whose mean tokens seen differ by more than 2% (the larger
+    relative to the smaller): a comparison between them is not compute-matched, whichever is the
+    baseline."""
+    rows = []
+    for axis in axes:
+        arms = arm_order(axis, design[axis].unique(), sizes)
+        means = design.groupby(axis)["_tokens"].mean()
+        for i, a in enumerate(arms):
+            for b in arms[i + 1:]:
+                hi, lo = (a, b) if means[a] >= means[b] else (b, a)
+                if f := tokens_flag(means[hi], means[lo]):
+                    rows.append({"axis": axis, "arm_more": hi, "arm_fewer": lo, "tokens_more": means[hi],
+                                 "tokens_fewer": means[lo], "flag": f})
+    return pd.DataFrame(rows, columns=["axis", "arm_more", "arm_fewer", "tokens_more", "tokens_fewer", "flag"])
+
+
+# ------------------------------------------------------------------------------------------ compare
+
+
 def paired_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
-                 metrics=DEFAULT_METRICS, sizes=None, **boot) -> pd.DataFrame:
+                 metrics=DEFAULT_METRICS, sizes=None, design: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each non-baseline arm minus the baseline arm, per task and metric.
 
-    Runs pair when they share every other axis value and the pretraining seed; each run enters with
-    its median over fine-tuning seeds. With < 2 pairs the comparison falls back to Welch's t-test
-    (over runs, or over fine-tuning seeds when each arm has one run, which then tests fine-tuning
-    noise only) and the `test` column says so. p_holm adjusts p over all rows of one axis.
+    Runs pair when they share the pretraining seed and every design key other than the axis and the
+    keys it determines (`pairing_keys`); each run enters with its median over fine-tuning seeds.
+    With >= 2 pairs: paired t (CI and p); else Welch's t over the runs (over fine-tuning seeds when
+    each arm has one run, which then tests fine-tuning noise only), and `pairing` says why nothing
+    paired. Each row carries its power (MDE at 80%, runs needed for the observed difference) and
+    what else differs between the arms (tokens, LR, other keys: `flags`, `also_differs`).
+    p_holm adjusts p over all rows of one axis.
     """
     data = _select(tidy, metrics)
     runs = run_level(data)
-    aliases = aliased_axes(tidy, axes)
+    if design is None:
+        design = _design_from_tidy(tidy)
     rows = []
     for axis in axes:
-        others = [a for a in AXES if a != axis and a not in aliases[axis]]
+        ids = pair_ids(design, axis)
         base = baselines[axis]
+        arms = _arms(axis, tidy, baselines, sizes)[1:]
+        context = {arm: comparison_context(design, axis, arm, base) for arm in arms}
+        unpaired = {arm: why_unpaired(design, axis, arm, base) for arm in arms}
         axis_rows = []
         for task in task_order(data["task"].unique()):
             for metric in [m for m in metrics if m in set(runs.loc[runs["task"] == task, "metric"])]:
                 rl = runs[(runs["task"] == task) & (runs["metric"] == metric)]
                 raw = data[(data["task"] == task) & (data["metric"] == metric)]
-                for arm in _arms(axis, tidy, baselines, sizes)[1:]:
-                    axis_rows.append({"axis": axis, "arm": arm, "baseline": base, "task": task,
-                                      "metric": metric, **_compare(rl, raw, axis, arm, base, others, boot)})
+                for arm in arms:
+                    axis_rows.append({"axis": axis, "arm": arm, "baseline": base, "task": task, "metric": metric,
+                                      **compare(rl, raw, axis, arm, base, ids, unpaired[arm]), **context[arm]})
         for r, p in zip(axis_rows, stats.holm([r["p_value"] for r in axis_rows])):
             r["p_holm"] = p
         rows.extend(axis_rows)
-    cols = ["axis", "arm", "baseline", "task", "metric", "n_pairs", "diff_mean", "diff_ci_low",
-            "diff_ci_high", "test", "p_value", "p_holm"]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
-def _compare(rl, raw, axis, arm, base, others, boot) -> dict[str, Any]:
-    key = [*others, "seed"]
-    a = rl[rl[axis] == arm].groupby(key, dropna=False)["value"].mean()
-    b = rl[rl[axis] == base].groupby(key, dropna=False)["value"].mean()
-    pairs = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+PAIRED_COLUMNS = ["axis", "arm", "baseline", "task", "metric", "n_arm", "n_base", "n_pairs", "pairing",
+                  "method", "diff_mean", "diff_ci_low", "diff_ci_high", "df", "p_value", "p_holm", "sd",
+                  "mde", "runs_needed", "verdict", "tokens_arm", "tokens_base", "tokens_rel", "lr_arm",
+                  "lr_base", "lr_tuned", "lr_note", "also_differs", "flags"]
+
+
+def _design_from_tidy(tidy: pd.DataFrame) -> pd.DataFrame:
+    """A design frame from axes and seeds alone (when no Run objects are at hand)."""
+    d = tidy.drop_duplicates("run_dir")[["run_dir", *AXES, "seed"]].copy()
+    d[LR_KEY], d["_lr"], d["_tuned"], d["_tune_rule"], d["_tokens"] = "<missing>", np.nan, False, "", np.nan
+    return d.reset_index(drop=True)
+
+
+def compare(rl: pd.DataFrame, raw: pd.DataFrame, col: str, arm: str, base: str, ids: pd.Series | None,
+            why: str = "fewer than 2 pairs") -> dict[str, Any]:
+    """arm - base on run-level values `rl` (one per run), paired by `ids` (run_dir -> identity)
+    when >= 2 pairs form, else Welch; `raw` holds every fine-tuning seed for the 1-run fallback."""
+    ra, rb = rl[rl[col] == arm], rl[rl[col] == base]
+    pairs = pd.DataFrame()
+    if ids is not None:
+        a = ra.groupby(ra["run_dir"].map(ids))["value"].mean()
+        b = rb.groupby(rb["run_dir"].map(ids))["value"].mean()
+        pairs = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+    out = {"n_arm": ra["run_dir"].nunique(), "n_base": rb["run_dir"].nunique(), "n_pairs": len(pairs)}
     if len(pairs) >= 2:
         d = (pairs["a"] - pairs["b"]).to_numpy()
-        test, p = stats.paired_test(d)
-        lo, hi = stats.bootstrap_ci(d, **boot)
-        return dict(n_pairs=len(d), diff_mean=d.mean(), diff_ci_low=lo, diff_ci_high=hi, test=test, p_value=p)
-    xa, xb = rl.loc[rl[axis] == arm, "value"].to_numpy(), rl.loc[rl[axis] == base, "value"].to_numpy()
-    test = "welch t-test (unpaired runs)"
-    if (len(xa) < 2 or len(xb) < 2):
-        xa, xb = raw.loc[raw[axis] == arm, "value"].to_numpy(), raw.loc[raw[axis] == base, "value"].to_numpy()
-        test = "welch t-test over ft seeds (1 run per arm: fine-tuning noise only)"
+        if stats.no_spread(d):  # identical differences: no interval width, not round-off noise
+            d = np.full(d.size, d.mean())
+        lo, hi = stats.t_ci(d)
+        sd = float(d.std(ddof=1))
+        mde = stats.mde_paired(sd, len(d))
+        out.update(pairing=f"paired by seed ({len(d)} pairs)", method="paired t", diff_mean=float(d.mean()),
+                   diff_ci_low=float(lo), diff_ci_high=float(hi), df=len(d) - 1, p_value=stats.t_test_p(d),
+                   sd=sd, mde=mde, runs_needed=stats.runs_to_detect(d.mean(), sd, paired=True))
+    else:
+        xa, xb = ra["value"].to_numpy(), rb["value"].to_numpy()
+        method, pairing = "Welch t", f"unpaired: {why}"
         if len(xa) < 2 or len(xb) < 2:
-            test = "none (n<2)"
-    diff = xa.mean() - xb.mean() if len(xa) and len(xb) else np.nan
-    lo, hi = stats.diff_ci(xa, xb, **boot)
-    return dict(n_pairs=len(pairs), diff_mean=diff, diff_ci_low=lo, diff_ci_high=hi, test=test,
-                p_value=stats.welch_test(xa, xb))
+            xa, xb = raw.loc[raw[col] == arm, "value"].to_numpy(), raw.loc[raw[col] == base, "value"].to_numpy()
+            method = "Welch t over ft seeds (1 run per arm: fine-tuning noise only)"
+            if len(xa) < 2 or len(xb) < 2:
+                method = "none (n<2)"
+        if len(xa) and len(xb) and stats.no_spread(xa) and stats.no_spread(xb):
+            xa, xb = np.full(xa.size, xa.mean()), np.full(xb.size, xb.mean())
+        diff = float(xa.mean() - xb.mean()) if len(xa) and len(xb) else np.nan
+        if len(xa) and len(xb) and stats.no_spread([diff]) and abs(diff) <= 1e-12:
+            diff = 0.0
+        lo, hi, df = stats.welch_ci(xa, xb)
+        sd = stats.pooled_sd(xa, xb)
+        out.update(pairing=pairing, method=method, diff_mean=diff, diff_ci_low=lo, diff_ci_high=hi, df=df,
+                   p_value=stats.welch_test(xa, xb), sd=sd, mde=stats.mde_unpaired(sd, len(xa), len(xb)),
+                   runs_needed=stats.runs_to_detect(diff, sd, paired=False))
+    out["verdict"] = verdict(out["diff_ci_low"], out["diff_ci_high"], out["mde"], out["sd"])
+    return out
+
+
+def verdict(lo: float, hi: float, mde: float, sd: float = np.nan) -> str:
+    """What a row says: the CI excludes 0, or a null stated with the effect the runs could detect."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no interval (n<2)"
+    if sd == 0 and abs(lo) <= 1e-12 and abs(hi) <= 1e-12:
+        return "no variation (every run scored the same)"
+    if lo > 0 or hi < 0:
+        return "CI excludes 0"
+    return f"not detectable below {mde:.3g}" if np.isfinite(mde) else "CI includes 0"
+
+
+def gain_table(tidy: pd.DataFrame, control: pd.DataFrame, axes: list[str], baselines: dict[str, str],
+               metrics=DEFAULT_METRICS, sizes=None) -> pd.DataFrame:
+    """Each arm minus the random-init control, per task and metric: paired by pretraining seed
+    when >= 2 seeds are shared (the control has no pretraining, so nothing else can pair), else
+    Welch over runs. Empty without control runs."""
+    if control is None or control.empty:
+        return pd.DataFrame(columns=GAIN_COLUMNS)
+    both = pd.concat([_select(tidy, metrics).assign(_arm=None), _select(control, metrics).assign(_arm=CONTROL_ARM)])
+    rows = []
+    for axis in axes or [None]:
+        if axis is None:
+            both["_arm"] = both["_arm"].fillna("all")
+        else:
+            both["_arm"] = np.where(both["_arm"] == CONTROL_ARM, CONTROL_ARM, both[axis])
+        runs = both.groupby(["run_dir", "_arm", "seed", "task", "metric"], dropna=False)["value"].median().reset_index()
+        ids = pd.Series(runs["seed"].astype(str).to_numpy(), index=runs["run_dir"].to_numpy())
+        ids = ids[~ids.index.duplicated()]
+        axis_rows = []
+        for task in task_order(control["task"].unique()):
+            for metric in [m for m in metrics if m in set(runs.loc[(runs["task"] == task) & (runs["_arm"] == CONTROL_ARM), "metric"])]:
+                rl = runs[(runs["task"] == task) & (runs["metric"] == metric)]
+                raw = both[(both["task"] == task) & (both["metric"] == metric)]
+                for arm in _arms(axis, tidy, baselines, sizes):
+                    shared = set(rl.loc[rl["_arm"] == arm, "seed"]) & set(rl.loc[rl["_arm"] == CONTROL_ARM, "seed"])
+                    why = "no shared seeds" if not shared else "fewer than 2 shared seeds"
+                    axis_rows.append({"axis": axis or NO_AXIS, "arm": arm, "task": task, "metric": metric,
+                                      **compare(rl, raw, "_arm", arm, CONTROL_ARM, ids, why)})
+        for r, p in zip(axis_rows, stats.holm([r["p_value"] for r in axis_rows])):
+            r["p_holm"] = p
+        rows.extend(axis_rows)
+    return pd.DataFrame(rows, columns=GAIN_COLUMNS)
+
+
+GAIN_COLUMNS = ["axis", "arm", "task", "metric", "n_arm", "n_base", "n_pairs", "pairing", "method", "diff_mean",
+                "diff_ci_low", "diff_ci_high", "df", "p_value", "p_holm", "sd", "mde", "runs_needed", "verdict"]
 
 
 def cell_label(row, axes: list[str]) -> str:

@@ -31,7 +31,7 @@ def log_report(report, out_dir: str | Path, *, project: str = "robablate", group
                          config={"axes": report.axes, "baselines": report.baselines,
                                  "n_runs": int(report.tidy["run_dir"].nunique()), "out_dir": str(out_dir)})
         data = {name: _table(wandb, getattr(report, name))
-                for name in ("summary", "paired", "variance", "off_axis") if not getattr(report, name).empty}
+                for name in ("summary", "paired", "variance", "off_axis", "compute", "gain") if not getattr(report, name).empty}
         if report.problems:
             data["problems"] = _table(wandb, pd.DataFrame(report.problems))
         for img in images or []:
