@@ -221,3 +221,76 @@ def test_unknown_added_key_refused_by_the_cli_before_compute(tmp_path) -> None:
                           cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "train.typo" in proc.stderr and not (tmp_path / "pretrain").exists()
+
+
+# --- 5. progress in steps and tokens; third-party deprecation noise filtered at the source ---------
+
+def test_progress_text_reads_steps_and_tokens() -> None:
+    from robablate.callbacks import progress_text
+
+    assert progress_text(120, 489, 512_000, 2_000_000) == "step 120/489 · tokens 512.0k/2.0M"
+
+
+def test_third_party_noise_filtered_but_own_warnings_kept() -> None:
+    import warnings
+
+    from lightning.pytorch.utilities._pytree import _tree_flatten
+
+    from robablate.quiet import quiet_third_party
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        quiet_third_party()
+        _tree_flatten(1)  # Lightning builds torch's deprecated LeafSpec here (once per fine-tuning Trainer)
+        warnings.warn("robablate: a warning of our own", UserWarning)
+        warnings.warn("robablate: a deprecation of our own is deprecated", FutureWarning)
+    messages = [str(w.message) for w in rec]
+    assert not any("LeafSpec" in m for m in messages), messages
+    assert sum(m.startswith("robablate:") for m in messages) == 2
+
+
+@pytest.mark.slow
+def test_run_shows_steps_not_epochs_no_leafspec_and_ends_with_a_summary(tmp_path, cache_dir, capsys) -> None:
+    # Items 4 and 5 on one real run (python run.py calls pipeline.main): before, the bar read
+    # `Epoch 0/-2`, LeafSpec warned once per fine-tuning run and the run ended with a path only.
+    import warnings
+
+    from robablate.pipeline import main
+
+    cfg = compose_cfg([*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path / 'run'}", "trainer.enable_progress_bar=true",
+                       "glue=default", "glue.tasks=[SYN-TOPIC]", "glue.seeds=1", "glue.epochs=1",
+                       "glue.max_train_examples=32", "glue.max_eval_examples=32"])
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        assert main(cfg) == 0
+    out = "".join(capsys.readouterr())  # Lightning's bars write to stdout
+    assert "step 8/8" in out and "Epoch 0/-2" not in out and "Writing model shards" not in out
+    assert not any("LeafSpec" in str(w.message) for w in rec)
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    summary = out[out.index("[robablate] complete"):]
+    assert f"MLM loss {res['pretrain']['val_mlm_loss']:.4f} (perplexity {res['pretrain']['val_mlm_ppl']:.2f})" in summary
+    assert f"SYN-TOPIC  acc {res['glue']['tasks']['SYN-TOPIC']['median_metrics']['acc']:.4f}" in summary
+    assert "tokens seen" in summary and "pretraining" in summary and "fine-tuning" in summary
+    assert str(tmp_path / "run" / "results.json") in summary and "pretrain/metrics.csv" in summary
+
+
+def test_summary_names_metrics_scores_conventions_and_blimp() -> None:
+    from robablate.metrics import glue_score
+    from robablate.summary import format_summary, summary_line
+
+    med = {"MRPC": {"f1": 0.81, "acc": 0.72}, "RTE": {"acc": 0.55}, "SYN-TOPIC": {"acc": 0.9}}
+    results = {"status": "complete", "run_dir": "/r", "experiment": "x", "axes": {"masking": "dynamic", "nsp": False},
+               "seed": 0, "pretrain": {"val_mlm_loss": 2.0, "val_mlm_ppl": 7.389, "val_mlm_acc": 0.5, "steps": 10,
+                                       "planned_steps": 10, "tokens_seen": 2_000_000, "train_loss": 2.1},
+               "glue": {"seeds": 5, "tasks": {t: {"median_metrics": m} for t, m in med.items()},
+                        "score": glue_score(med)},
+               "blimp": {"overall": 0.61, "n_pairs": 6700},
+               "timings": {"pretrain_s": 10.0, "finetune_s": 5.0, "blimp_s": 2.0, "total_s": 18.0}}
+    text = format_summary(results)
+    for expected in ("MLM loss 2.0000 (perplexity 7.39)", "MRPC       f1 0.8100 / acc 0.7200", "RTE        acc 0.5500",
+                     "GLUE score    0.6575 (GLUE benchmark convention", "2 of 9 tasks: MRPC, RTE",
+                     "BERT paper convention", "synthetic     0.9000", "BLiMP         0.6100", "2.0M tokens seen",
+                     "pretraining 10.0 s", "fine-tuning 5.0 s", "BLiMP 2.0 s", "/r/results.json"):
+        assert expected in text, expected
+    line = summary_line(results)
+    assert "\n" not in line and "masking=dynamic nsp=false seed=0" in line and "GLUE 0.6575" in line

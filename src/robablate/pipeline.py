@@ -16,6 +16,7 @@ from robablate.callbacks import finish_wandb
 from robablate.config import Plan, axes_of, validate
 from robablate.errors import ConfigError, RobablateError
 from robablate.overrides import check_arguments
+from robablate.quiet import quiet_third_party
 from robablate.results import environment, write_results
 
 
@@ -74,7 +75,7 @@ def check_glue(cfg: DictConfig) -> list[str]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one arm; return the results dict (also written to <run_dir>/results.json)."""
     t_start = time.perf_counter()
-    _quiet_lightning()
+    quiet_third_party()  # third-party noise only; robablate's own warnings stay
     plan: Plan = validate(cfg)  # bad configs stop here, before any compute
     check_arguments(cfg, overrides_of(cfg), plan.total_steps, sweep=is_sweep())  # typed but moot
     tasks = check_glue(cfg)
@@ -147,16 +148,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         finish_wandb()
 
 
-def _quiet_lightning() -> None:
-    """Lightning's per-Trainer banners (GPU available..., tips) drown the progress of a run with many
-    fine-tuning trainers; keep warnings and errors."""
-    import logging
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def _release_process_group() -> None:
     """After DDP pretraining, rank 0 fine-tunes alone: leave the process group first."""
     import torch.distributed as dist
@@ -199,5 +190,7 @@ def main(cfg: DictConfig) -> int:
         print(f"robablate: error: {e}", file=sys.stderr)
         return 2
     if results.get("status") == "complete":
-        print(f"[robablate] results: {Path(results['run_dir']) / 'results.json'}")
+        from robablate.summary import format_summary, summary_line
+
+        print(summary_line(results) if is_sweep() else format_summary(results), flush=True)
     return 0
