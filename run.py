@@ -3,12 +3,16 @@
 Thin on purpose (lightning-hydra-template): compose the config, hand it to robablate.pipeline.
 """
 
-import os
 import sys
 
-# OpenMP threads that spin while another process holds the cores made CPU steps 2-5x slower on a
-# shared machine (benchmarks.md); sleeping instead costs nothing measurable on an idle one.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from robablate import threads
+
+# Before torch loads OpenMP: ACTIVE (spinning) threads when the run has the cores, PASSIVE when others
+# want them (robablate/threads.py; benchmarks.md). OMP_WAIT_POLICY set in the environment wins.
+_choice = threads.configure(argv=sys.argv[1:])
+if _choice.policy:
+    print(f"robablate: OMP_WAIT_POLICY={_choice.policy} ({_choice.reason}; set OMP_WAIT_POLICY to override)",
+          file=sys.stderr)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -103,6 +103,7 @@ class PretrainModule(pl.LightningModule):
         if tokens == 0:
             return
         flops = tokens * flops_per_token(self.config, length, selected / tokens)
+        self.log("train/batch_tokens", float(tokens))  # real tokens of this micro-batch (experiments/bench_loop.py)
         self._window.append((tokens, flops, seconds))
         secs = sum(w[2] for w in self._window)
         if secs > 0:
@@ -218,12 +219,20 @@ class StepTimer(pl.Callback):
 
     def __init__(self) -> None:
         self._t = 0.0
+        self._end: float | None = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         self._t = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        pl_module.record_step(time.perf_counter() - self._t)
+        now = time.perf_counter()
+        pl_module.record_step(now - self._t)
+        if self._end is not None:  # the whole loop since the previous micro-batch: data, step, logging
+            pl_module.log("train/loop_s", now - self._end)
+        self._end = now
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end = None  # loop_s leaves validation (and the checkpoint after it) out
 
 
 class StopAtStep(pl.Callback):
@@ -263,7 +272,8 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         scheduler_cfg=OmegaConf.to_container(cfg.scheduler, resolve=True), lr=plan.lr,
         total_steps=plan.total_steps, compile=bool(cfg.train.compile))
     module.history_path = run_dir / "pretrain" / "history.json"
-    dm = PretrainDataModule(data, plan, cfg.masking, int(cfg.seed), int(cfg.train.num_workers))
+    dm = PretrainDataModule(data, plan, cfg.masking, int(cfg.seed), int(cfg.train.num_workers),
+                            pack=bool(cfg.train.pack))
 
     every_ckpt = cfg.train.checkpoint_every_steps or plan.val_every_steps
     callbacks: list[pl.Callback] = [

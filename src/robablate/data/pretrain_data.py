@@ -28,6 +28,7 @@ from robablate.data.token_cache import TokenCache
 from robablate.data.batching import KEY_EPOCH, KEY_INDEX, BatchPlanSampler
 from robablate.data.formats import Instances, build_instances, mean_tokens, token_type_ids
 from robablate.data.masking import mask_epoch, mask_tokens
+from robablate.data.packing import pack_batch
 from robablate.data.tokenizer import (SpecialIds, get_tokenizer, special_ids, tokenizer_fingerprint,
                                       word_start_table)
 from robablate.errors import DataError
@@ -187,8 +188,8 @@ class MaskedBatches(Dataset):
     Returning batches (DataLoader batch_size=None) lets `mask_tokens` run once per batch, vectorised.
     """
 
-    def __init__(self, data: PreparedData, masking: DictConfig, seed: int):
-        self.data, self.masking, self.seed = data, masking, seed
+    def __init__(self, data: PreparedData, masking: DictConfig, seed: int, pack: bool = False):
+        self.data, self.masking, self.seed, self.pack = data, masking, seed, pack
 
     def __len__(self) -> int:  # not used for sampling; the sampler drives the order
         return sum(len(p.lengths) for p in self.data.phases)
@@ -198,8 +199,10 @@ class MaskedBatches(Dataset):
         m_epoch = mask_epoch(self.masking.name, epoch, self.masking.dupe_factor)
         # Phase p's instance i is a different sequence from phase 0's instance i: give it its own masks.
         seed = self.seed + PHASE_SEED_STRIDE * phase
-        return make_batch(self.data.phases[phase], idx, m_epoch, seed, self.masking, self.data.ids,
-                          self.data.word_starts)
+        batch = make_batch(self.data.phases[phase], idx, m_epoch, seed, self.masking, self.data.ids,
+                           self.data.word_starts)
+        # train.pack: masked per instance above, then only the real tokens go to the encoder (data/packing.py).
+        return pack_batch(batch) if self.pack else batch
 
 
 class PhasedSampler(Sampler):
@@ -241,9 +244,11 @@ def fixed_val_batches(inst: Instances, batch_size: int, masking: DictConfig, ids
 
 
 class PretrainDataModule(pl.LightningDataModule):
-    def __init__(self, data: PreparedData, plan: Plan, masking: DictConfig, seed: int, num_workers: int = 0):
+    def __init__(self, data: PreparedData, plan: Plan, masking: DictConfig, seed: int, num_workers: int = 0,
+                 pack: bool = False):
         super().__init__()
         self.data, self.plan, self.masking, self.seed, self.num_workers = data, plan, masking, seed, num_workers
+        self.pack = pack
 
     def _start_step(self) -> int:
         return self.trainer.global_step if self.trainer is not None else 0
@@ -251,7 +256,7 @@ class PretrainDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
         sampler = PhasedSampler(self.data, self.plan, self.seed, rank, self._start_step)
-        return DataLoader(MaskedBatches(self.data, self.masking, self.seed), sampler=sampler, batch_size=None,
+        return DataLoader(MaskedBatches(self.data, self.masking, self.seed, self.pack), sampler=sampler, batch_size=None,
                           num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=False)
 

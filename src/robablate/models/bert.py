@@ -6,6 +6,10 @@ exact-erf GELU, fused QKV projection and `scaled_dot_product_attention`.
 
 The MLM head runs only on the selected positions (labels != -100): with 15% masking this skips 85% of
 the [tokens x vocab] output matmul, which is the single largest matmul of a small BERT.
+
+Packed batches (data/packing.py, train.pack=true): the dense layers run on the real tokens only ([T, H],
+no padding) and attention runs on rows of several instances with a block-diagonal mask, so the outputs
+are those of the padded batch without its padding compute.
 """
 
 from __future__ import annotations
@@ -102,14 +106,19 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = Dropout(c.dropout)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        L = input_ids.shape[1]
-        if L > self.position_embeddings.num_embeddings:
-            # Would otherwise be an opaque index error (a device-side assert on CUDA).
-            raise ValueError(f"sequence length {L} exceeds max_position_embeddings "
-                             f"{self.position_embeddings.num_embeddings}")
-        pos = torch.arange(L, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(pos)[None]
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L] ids (positions 0..L-1), or any shape with explicit position_ids (packed: [T])."""
+        if position_ids is None:
+            L = input_ids.shape[1]
+            if L > self.position_embeddings.num_embeddings:
+                # Would otherwise be an opaque index error (a device-side assert on CUDA).
+                raise ValueError(f"sequence length {L} exceeds max_position_embeddings "
+                                 f"{self.position_embeddings.num_embeddings}")
+            pos = self.position_embeddings(torch.arange(L, device=input_ids.device))[None]
+        else:
+            pos = self.position_embeddings(position_ids)
+        x = self.word_embeddings(input_ids) + pos
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]
         else:
@@ -129,21 +138,33 @@ class SelfAttention(nn.Module):
         self.attention_dropout = c.attention_dropout
         self.dropout = Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        B, L, H = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                layout: "PackedLayout | None" = None) -> torch.Tensor:
+        """x: [B, L, H] padded, or [T, H] real tokens with `layout` (attention then runs on its rows)."""
+        H = x.shape[-1]
+        qkv = self.qkv(x)
+        if layout is not None:  # [T, 3H] -> rows [R, W, 3H]; empty slots hold some token, never attended to
+            R, W = layout.pack_index.shape
+            qkv = Regather.apply(qkv, layout.pack_index.view(-1), layout.unpack_index).view(R, W, 3 * H)
+        B, L = qkv.shape[:2]
+        q, k, v = qkv.view(B, L, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
+        y = self._attend(q, k, v, attn_mask).transpose(1, 2).reshape(B * L, H)
+        if layout is not None:  # rows -> [T, H]
+            y = Regather.apply(y, layout.unpack_index, layout.pack_index.view(-1))
+        else:
+            y = y.view(B, L, H)
+        return self.LayerNorm(x + self.dropout(self.out(y)))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         p = self.attention_dropout if self.training else 0.0
-        if p > 0 and x.device.type == "cpu":
+        if p > 0 and q.device.type == "cpu":
             # SDPA's fused CPU kernel has no dropout, so SDPA would run this same math path; written
             # out, the probabilities get the cheaper dropout above (and q alone is scaled, not q and k).
             scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
-            if attn_mask is not None:  # every row keeps [CLS] unmasked, so no row is all -inf
+            if attn_mask is not None:  # every row keeps [CLS] (packed: its own segment) unmasked: no all -inf row
                 scores = scores.masked_fill(~attn_mask, float("-inf"))
-            y = dropout(scores.softmax(-1), p, True) @ v
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False, dropout_p=p)
-        y = y.transpose(1, 2).reshape(B, L, H)
-        return self.LayerNorm(x + self.dropout(self.out(y)))
+            return dropout(scores.softmax(-1), p, True) @ v
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False, dropout_p=p)
 
 
 class Layer(nn.Module):
@@ -155,8 +176,9 @@ class Layer(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention(x, attn_mask)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                layout: "PackedLayout | None" = None) -> torch.Tensor:
+        x = self.attention(x, attn_mask, layout)
         return self.LayerNorm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
 
 
@@ -170,6 +192,45 @@ def _attn_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     return attention_mask.bool()[:, None, None, :]
 
 
+class Regather(torch.autograd.Function):
+    """y = x[index] whose gradient is a gather too: grad_x = grad_y[inverse].
+
+    Between the real tokens [T] and the packed rows [R*W] each real token sits in exactly one slot, so
+    the two index arrays invert each other on real tokens, and the backward of either gather is the
+    other gather (a parallel, deterministic copy; autograd's own backward is an accumulating scatter,
+    measured 2x slower on CPU). The empty slots are the exception, and harmless: their attention
+    outputs are dropped, so the gradient reaching them is zero, and the gradient the unpacking hands
+    them (some real token's) only flows back through attention rows that the block-diagonal mask
+    confines to empty slots (their probabilities toward real tokens are exactly 0), then is dropped by
+    the packing's backward. tests/test_packing.py checks the gradients against the padded batch.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+@dataclass
+class PackedLayout:
+    """Where the real tokens [T] sit in the attention rows [R, W] (built by data/packing.pack_layout)."""
+
+    pack_index: torch.Tensor    # [R, W] flat token at each slot
+    unpack_index: torch.Tensor  # [T] slot of each token
+    segment_ids: torch.Tensor   # [R, W] instance within the row (1, 2, ...), 0 on empty slots
+    cls_index: torch.Tensor     # [N] flat index of each instance's [CLS]
+
+    def attn_mask(self) -> torch.Tensor:
+        """Boolean [R, 1, W, W], True where query and key belong to the same instance (block diagonal)."""
+        seg = self.segment_ids
+        return (seg[:, :, None] == seg[:, None, :])[:, None]
+
+
 class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -179,12 +240,22 @@ class BertEncoder(nn.Module):
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)  # tanh(W h_[CLS] + b), BERT §3
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = _attn_mask(attention_mask)
-        x = self.embeddings(input_ids, token_type_ids)
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                layout: PackedLayout | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded: [B, L] -> ([B, L, H], pooled [B, H]). Packed (`layout`, 1-D input_ids, token types and
+        position ids of the real tokens; attention_mask unused): ([T, H], pooled [N, H], one per instance)."""
+        if layout is None:
+            mask = _attn_mask(attention_mask)
+        else:
+            if layout.pack_index.shape[1] > self.config.max_position_embeddings:
+                raise ValueError(f"packed row width {layout.pack_index.shape[1]} exceeds max_position_embeddings "
+                                 f"{self.config.max_position_embeddings}")
+            mask = layout.attn_mask()
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
         for layer in self.layers:
-            x = layer(x, mask)
-        return x, torch.tanh(self.pooler(x[:, 0]))
+            x = layer(x, mask, layout)
+        cls = x[:, 0] if layout is None else x[layout.cls_index]
+        return x, torch.tanh(self.pooler(cls))
 
 
 class MLMHead(nn.Module):
@@ -242,11 +313,22 @@ class BertForPretraining(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, mlm_labels: torch.Tensor | None = None,
-                nsp_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
-        """Losses and accuracy counts. nsp_* counts are 0 when there is no NSP head or no NSP labels."""
+                nsp_labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                pack_index: torch.Tensor | None = None, unpack_index: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None, cls_index: torch.Tensor | None = None,
+                ) -> dict[str, torch.Tensor | None]:
+        """Losses and accuracy counts. nsp_* counts are 0 when there is no NSP head or no NSP labels.
+
+        Takes a padded batch or a packed one (data/packing.pack_batch: the same instances, same loss)."""
         if mlm_labels is None:
             raise ValueError("mlm_labels is required (use mlm_logits() for inference)")
-        hidden, pooled = self.encoder(input_ids, token_type_ids, attention_mask)
+        layout = None
+        if pack_index is not None:
+            if unpack_index is None or segment_ids is None or cls_index is None or position_ids is None:
+                raise ValueError("a packed batch needs position_ids, pack_index, unpack_index, segment_ids "
+                                 "and cls_index (data/packing.pack_batch)")
+            layout = PackedLayout(pack_index, unpack_index, segment_ids, cls_index)
+        hidden, pooled = self.encoder(input_ids, token_type_ids, attention_mask, position_ids, layout)
         # Loss only on the selected positions (BERT §3.1): gather them, then run the head on [N, H].
         selected = mlm_labels != IGNORE_INDEX
         targets = mlm_labels[selected]
