@@ -294,3 +294,69 @@ def test_summary_names_metrics_scores_conventions_and_blimp() -> None:
         assert expected in text, expected
     line = summary_line(results)
     assert "\n" not in line and "masking=dynamic nsp=false seed=0" in line and "GLUE 0.6575" in line
+
+
+# --- 7. corpus=wikitext2 works without ../shared/data ------------------------------------------------
+
+WIKI_ROWS = [" = Alpha = \n", " The first article starts here . It has two sentences . \n", " \n",
+             " = = Section = = \n", " More text of the first article . \n", " = Beta = \n",
+             " The second article . Also short . \n"]
+
+
+def wikitext2_missing(tmp_path):
+    return compose_cfg(["corpus=wikitext2", f"corpus.path={tmp_path / 'absent'}"]).corpus
+
+
+def test_wikitext2_falls_back_to_the_hub_when_the_local_copy_is_absent(tmp_path, monkeypatch) -> None:
+    # Before: `corpus.path: ... is not a folder`; after: the same text from `wikitext`/`wikitext-2-v1`.
+    import datasets
+
+    from robablate.data import corpus
+
+    calls = []
+
+    def fake_load(name, config=None, split=None, **kw):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_dict({"text": WIKI_ROWS})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    cfg = wikitext2_missing(tmp_path)
+    corpus.check_corpus(cfg)
+    docs = list(corpus.iter_documents(cfg, "train"))
+    assert ("wikitext", "wikitext-2-v1", "train") in calls
+    assert docs == [["The first article starts here .", "It has two sentences .", "More text of the first article ."],
+                    ["The second article .", "Also short ."]]
+    list(corpus.iter_documents(cfg, "val"))
+    assert ("wikitext", "wikitext-2-v1", "validation") in calls
+
+
+def test_wikitext2_offline_error_names_both_ways(tmp_path, monkeypatch) -> None:
+    import datasets
+
+    from robablate.data import corpus
+    from robablate.errors import DataError
+
+    def offline(*a, **kw):
+        raise ConnectionError("Couldn't reach 'wikitext' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as e:
+        corpus.check_corpus(wikitext2_missing(tmp_path))
+    msg = str(e.value)
+    assert str(tmp_path / "absent") in msg and "ROBABLATE_SHARED_DATA" in msg and "corpus.path" in msg
+    assert "wikitext/wikitext-2-v1" in msg and "hub" in msg
+
+
+def test_wikitext2_local_copy_is_used_when_present(tmp_path, monkeypatch) -> None:
+    import datasets
+
+    from robablate.data import corpus
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the hub was used"))
+    folder = tmp_path / "wikitext-2"
+    folder.mkdir()
+    (folder / "train.txt").write_text("".join(WIKI_ROWS), encoding="utf-8")
+    (folder / "valid.txt").write_text("".join(WIKI_ROWS[:3]), encoding="utf-8")
+    cfg = compose_cfg(["corpus=wikitext2", f"corpus.path={folder}"]).corpus
+    corpus.check_corpus(cfg)
+    assert len(list(corpus.iter_documents(cfg, "train"))) == 2
