@@ -163,3 +163,21 @@ def test_every_format_plans_the_same_tokens_per_step():
         assert abs(means[fmt] / T - 1) < 0.01, means
     # The check can fail: fixed sequence counts miss the budget by far more for the short formats.
     assert means["sentence_pair (sequences)"] < 0.5 * T, means
+
+
+@pytest.mark.slow
+def test_a_run_feeds_its_token_budget(tmp_path, cache_dir):
+    """End to end: SENTENCE-PAIR (the shortest instances) feeds the planned tokens per step within 1%,
+    measured by the trainer (non-padding tokens), and results.json records target and realised mean."""
+    from conftest import compose_cfg
+    from robablate.pipeline import run
+
+    cfg = compose_cfg(["experiment=smoke", "format=sentence_pair", "nsp=true", "train.max_steps=10",
+                       "train.val_every_steps=10", "train.val_instances=32", "glue=none", "logger=none",
+                       "trainer.enable_progress_bar=false", f"cache_dir={cache_dir}", f"run_dir={tmp_path}"])
+    res = run(cfg)
+    target, p = res["plan"]["tokens_per_step_target"], res["pretrain"]
+    assert target == 32 * 128 and p["steps"] == 10
+    assert abs(p["tokens_seen"] / (10 * target) - 1) < 0.01, p["tokens_seen"]
+    assert p["tokens_per_step"] == pytest.approx(p["tokens_seen"] / 10)
+    assert res["data"]["sequences_per_step"][0] > 3 * 32  # ~27-token pairs: far more than 32 sequences
