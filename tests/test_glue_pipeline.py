@@ -63,7 +63,7 @@ def test_done_when_real_glue_per_seed_metrics_and_both_scores(finished_run):
             assert set(s["metrics"]) == set(spec.metrics) and all(0.0 <= v <= 1.0 for v in s["metrics"].values())
             assert s["score"] == pytest.approx(np.mean([s["metrics"][m] for m in spec.metrics]))
             assert s["wall_s"] > 0
-            out = finished_run / "glue" / name / f"seed={s['seed']}"  # SPEC §5 layout
+            out = finished_run / "glue" / name / f"seed={s['seed']}"  # docs/facts.md §7 layout
             rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
             assert any(r.get("train/loss") for r in rows) and any(r.get("dev/score") for r in rows)
             preds = list(csv.DictReader((out / "dev_predictions.tsv").read_text().splitlines(), delimiter="\t"))

@@ -68,7 +68,7 @@ def test_selection_rate_and_80_10_10(big):
     assert n_sel >= 1_000_000
     # Binomial std of the rate is ~0.013 points here, so +-0.1 points is ~8 sigma.
     assert abs(n_sel / n_candidates - P) < 0.001
-    # Std ~0.04 points at 1.2M selected; +-0.3 points (SPEC §3). A random draw equal to the original
+    # Std ~0.04 points at 1.2M selected; +-0.3 points (docs/facts.md §2). A random draw equal to the original
     # counts as "unchanged" (1 in 8187 of the 10%): far below the tolerance.
     assert n_mask + n_random + n_same == n_sel
     assert abs(n_mask / n_sel - 0.8) < 0.003

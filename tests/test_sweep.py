@@ -120,7 +120,7 @@ def test_launchers_compose_with_presets(launcher: str, target: str) -> None:
     if "slurm" in launcher:
         assert lc.tasks_per_node == 4 and lc.gpus_per_node == 4
         assert lc.submitit_folder.startswith(cfg.hydra.sweep.dir)
-    assert cfg.trainer.strategy == "ddp_spawn"  # the multirun-safe DDP (PITFALLS)
+    assert cfg.trainer.strategy == "ddp_spawn"  # the multirun-safe DDP (docs/facts.md §6)
     assert cfg.hydra.sweeper.params.masking == "static,dynamic"
 
 

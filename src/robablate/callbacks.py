@@ -75,7 +75,8 @@ def arm_axes(cfg: DictConfig) -> dict[str, Any]:
 
 def wandb_settings(cfg: DictConfig, run_dir: Path, job_type: str) -> dict[str, Any]:
     """Arguments for wandb.init: group = the sweep, job_type = stage, tags = axis values, config =
-    the resolved Hydra config (PITFALLS: unresolved interpolations must not reach the dashboard)."""
+    the resolved Hydra config (unresolved interpolations must not reach the dashboard:
+    lightning-hydra-template #615)."""
     lg = cfg.logger
     arm = arm_dir(cfg, Path(run_dir))
     sweep = sweep_dir(arm)

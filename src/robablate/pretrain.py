@@ -304,7 +304,8 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
     module.peak_flops = peak_flops(trainer.strategy.root_device, plan.precision)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
-        # Our sampler restarts at trainer.global_step, so a mid-epoch resume is exact (PITFALLS.md).
+        # Our sampler restarts at trainer.global_step, so a mid-epoch resume is exact (docs/facts.md §6;
+        # pytorch-lightning #13843, PR #19361).
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # PretrainModule.on_before_batch_transfer (host-side token count) is meant; the DataModule has none.

@@ -10,7 +10,7 @@ also what the label strings in the TSV files and the GLUE server use:
   MNLI ("contradiction", "entailment", "neutral").
 HF *datasets* order MNLI differently (entailment, neutral, contradiction) and names the binary classes
 (e.g. "unacceptable"/"acceptable"); `split_from_hf` maps those to our order through `hf_labels`, so a
-class index means the same thing whichever source the data came from (SPEC §3: the orders disagree).
+class index means the same thing whichever source the data came from (docs/facts.md §3).
 
 Readers split on "\\t" only, never with CSV quoting: MNLI, QQP and QNLI hold unbalanced `"`, and a
 CSV reader silently glues the following rows into one field (QNLI dev then has fewer than 5,463 rows).
