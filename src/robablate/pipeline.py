@@ -61,6 +61,10 @@ def check_inputs(cfg: DictConfig, tasks: list[str], stage: str) -> None:
 
         check_glue_files(OmegaConf.to_container(cfg.glue, resolve=True))
     # Read-outs with their own files (BLiMP, robablate.readouts) add their file check here.
+    if OmegaConf.select(cfg, "eval.blimp") is not None and stage != "finetune":
+        from robablate.readouts import blimp
+
+        blimp.check(cfg.eval.blimp)  # every BLiMP file parses (errors name file and line)
 
 
 def check_glue(cfg: DictConfig) -> list[str]:
@@ -86,11 +90,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if stage not in ("all", "pretrain", "finetune"):
         raise ConfigError(f"Invalid config `stage`: expected all, pretrain or finetune, got {stage!r}.")
     check_inputs(cfg, tasks if stage != "pretrain" else [], stage)  # bad data stops here, before any compute
+    from robablate.pretrain import model_init
+
+    init = model_init(cfg)  # model.init: pretrained | random (ConfigError otherwise)
 
     base: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "experiment": cfg.experiment_name,
         "overrides": overrides_of(cfg), "axes": axes_of(cfg, plan), "seed": int(cfg.seed),
         "plan": plan.to_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
+        "init": init,  # "random": the untrained control arm (model.init=random)
     }
     try:
         if stage == "finetune":
@@ -100,7 +108,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         from robablate.pretrain import pretrain
         from robablate.tune import tune_lr
 
-        tuned = tune_lr(cfg, plan)  # tune.lr: this arm's peak LR from pilot runs (cached per arm)
+        # tune.lr: this arm's peak LR from pilot runs (cached per arm); the random-init control trains nothing
+        tuned = tune_lr(cfg, plan) if base["init"] == "pretrained" else None
         if tuned is not None:
             plan = replace(plan, lr=tuned["chosen_lr"])
             base.update(plan=plan.to_dict(), tune=tuned)
@@ -121,6 +130,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         save_hf(module.model, hf_dir, tokenizer=data.tokenizer)
         section["hf_dir"] = str(hf_dir)
         timings = {**data.timings, "pretrain_s": section["wall_s"]}
+        if OmegaConf.select(cfg, "eval.blimp") is not None:  # eval=blimp: zero-shot, before fine-tuning
+            from robablate.readouts import blimp
+
+            base["blimp"] = blimp.evaluate(module.model, data.tokenizer, cfg.eval.blimp)
+            timings["blimp_s"] = base["blimp"]["wall_s"]
 
         glue: dict[str, Any] = {}
         if tasks and stage == "all":

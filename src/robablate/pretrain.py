@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robablate.config import Plan
 from robablate.data.pretrain_data import PretrainDataModule, PreparedData
-from robablate.errors import RobablateError
+from robablate.errors import ConfigError, RobablateError
 from robablate.models.bert import BertConfig, BertForPretraining, flops_per_token
 from robablate.optim import build_optimizer, build_scheduler
 
@@ -246,6 +246,19 @@ class StopAtStep(pl.Callback):
             trainer.should_stop = True
 
 
+INITS = ("pretrained", "random")
+
+
+def model_init(cfg: DictConfig) -> str:
+    """`model.init`: `pretrained` (train the encoder) or `random`, the control arm: no pretraining
+    step, the same tokenizer, validation MLM loss at initialisation and the same read-outs (GLUE,
+    BLiMP), so every read-out can be reported as a pretraining gain over it."""
+    init = OmegaConf.select(cfg, "model.init", default="pretrained")
+    if init not in INITS:
+        raise ConfigError(f"Invalid config `model.init`: expected one of {INITS}, got {init!r}.")
+    return init
+
+
 def make_loggers(cfg: DictConfig, run_dir: Path, job_type: str, resume_step: int | None = None) -> list:
     from robablate.callbacks import build_loggers
 
@@ -312,7 +325,8 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
         if resume_from:  # resuming writes into its own checkpoint folder on purpose
             warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+        if model_init(cfg) == "pretrained":  # model.init=random: the untrained control arm
+            trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     wall = time.perf_counter() - t0
     # A last validation at the final step, unless the loop just did one (history is the curve).
     if not module.history or module.history[-1]["step"] != trainer.global_step:
