@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robablate.errors import ConfigError
 
-# The ablation axes (SPEC §2) in table order; `nsp` is a plain bool key, the others are groups.
+# The ablation axes (RoBERTa Tables 1-3; docs/facts.md §1) in table order; `nsp` is a plain bool key, the others are groups.
 AXES = ("masking", "nsp", "format", "batch", "seq_len", "scheduler", "model", "corpus")
 # Groups with option names that look like numbers (`seq_len=128`): Hydra would parse the value as an
 # int and refuse it as a group override, so command lines are normalised by `normalize_overrides`.
@@ -146,7 +146,7 @@ def validate(cfg: DictConfig) -> Plan:
     nsp = _get(cfg, "nsp")
     _require(isinstance(nsp, bool), "nsp", f"expected true or false, got {nsp!r}.")
 
-    # Masking (SPEC §3): one masking function for both arms; only when it is applied differs.
+    # Masking (BERT §3.1; docs/facts.md §2): one masking function for both arms; only when it is applied differs.
     strategy = _get(cfg, "masking.name")
     _require(strategy in MASKING_STRATEGIES, "masking", f"expected one of {MASKING_STRATEGIES}, got {strategy!r}.")
     p = _get(cfg, "masking.mask_prob")

@@ -11,11 +11,11 @@ streams: selection, the 80/10/10 category, and the random replacement's id. Cons
   depend on which other rows share its batch, on DataLoader workers or on the number of processes,
   so resume and 1-vs-2-process runs see identical masks;
 - a whole batch is masked in a handful of vectorised numpy ops (no per-row or per-token loop;
-  SPEC §3: a per-token Python loop is orders of magnitude too slow);
+  a per-token Python loop is orders of magnitude too slow, benchmarks.md);
 - a fixed validation mask needs nothing special: the caller passes a fixed (seed, epoch), e.g.
   epoch 0, so every arm and every validation round scores the same masked positions.
 
-Choices (SPEC §3 asks to document them):
+Choices (where BERT, Hugging Face and fairseq differ; docs/facts.md §2):
 - Count rule: per-token Bernoulli(mask_prob) over non-special positions, in both arms (not BERT's
   fixed round(0.15 L) capped at max_predictions). A row can therefore get zero selected tokens;
   its labels are all -100 and the model's MLM loss, a mean over selected positions only, returns 0

@@ -60,7 +60,7 @@ def axis_str(value: Any) -> str:
 
 def glue_task_name(convention: str, tasks: Iterable[str]) -> str:
     """Pseudo-task name of a GLUE score; it names the convention and the tasks so that scores over
-    different task sets never land in one row (SPEC §3: say which GLUE score it is)."""
+    different task sets never land in one row (GLUE §4 vs BERT Table 1: say which GLUE score it is; docs/facts.md §3)."""
     return f"GLUE ({convention} convention, tasks: {', '.join(tasks)})"
 
 

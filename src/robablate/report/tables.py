@@ -18,7 +18,7 @@ from robablate.report.collect import (AXES, BLIMP_METRIC, BLIMP_TASK, PRETRAIN_T
 CONTROL_ARM = "random init (control)"  # the arm name of random-init control runs in every table
 LR_KEY = "plan.lr"  # the peak LR a run trained with (results["plan"]["lr"]), a design key like any other
 TOKENS_TOL = 0.02  # arms whose tokens seen differ by more than this are not compute-matched
-# The BERT-side value of each axis (SPEC §2), so differences read as "RoBERTa change minus BERT".
+# The BERT-side value of each axis (docs/facts.md §1), so differences read as "RoBERTa change minus BERT".
 CANONICAL_BASELINE = {"masking": "static", "nsp": "true", "format": "segment_pair",
                       "seq_len": "128", "scheduler": "linear"}
 # Keys that differ between runs of one experiment by design (the same list Hydra leaves out of
