@@ -144,3 +144,18 @@ def test_power_functions_give_80_percent_power_at_the_mde():
     assert np.mean(sps.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05) == pytest.approx(0.8, abs=0.03)
     a, b = rng.normal(stats.mde_unpaired(1.0, 5, 5), 1.0, (R, 5)), rng.normal(0.0, 1.0, (R, 5))
     assert np.mean(sps.ttest_ind(a, b, axis=1).pvalue < 0.05) == pytest.approx(0.8, abs=0.03)
+
+
+def test_power_far_in_the_tail_and_at_many_runs():
+    # scipy's nct returns nan at df = 1, ncp = 8; the fallback integral must agree with simulation:
+    # T = (Z + 8) / sqrt(chi2_1), 20000 draws (rng seed 6, SE <= 0.0036, tolerance 0.015).
+    rng = np.random.default_rng(6)
+    t = (rng.normal(size=20000) + 8.0) / np.sqrt(rng.chisquare(1, 20000))
+    crit = sps.t.ppf(0.975, 1)
+    assert stats.t_power(8.0, 1) == pytest.approx(np.mean(np.abs(t) > crit), abs=0.015)
+    # Runs needed for small standardised effects d (large df): the normal-theory ((1.96 + 0.84) / d)^2
+    # plus the few runs the t distribution costs, never less.
+    for d in (0.05, 0.1, 0.3):
+        approx = (2.8016 / d) ** 2
+        assert approx <= stats.runs_to_detect(d, 1.0, paired=True) <= approx + 4
+        assert 2 * approx <= stats.runs_to_detect(d, 1.0, paired=False) <= 2 * approx + 4

@@ -18,6 +18,7 @@ Power (minimal detectable effect, runs needed) uses the noncentral t distributio
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -156,13 +157,16 @@ def t_power(ncp: float, df: float, alpha: float = ALPHA) -> float:
     p = float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
     if math.isfinite(p):
         return p
-    # scipy's nct returns nan far in the tail at df = 1-2: integrate the same probability over the
-    # chi-square of the variance estimate, T = (Z + ncp) / sqrt(V / df).
+    # scipy's nct returns nan far in the tail: integrate the same probability over the chi-square of
+    # the variance estimate, T = (Z + ncp) / sqrt(V / df), on the range that holds its mass (an
+    # integral to infinity misses the narrow peak at large df).
     f = lambda v: (stats.norm.cdf(ncp - crit * math.sqrt(v / df)) + stats.norm.cdf(-ncp - crit * math.sqrt(v / df))) \
         * stats.chi2.pdf(v, df)
-    return float(integrate.quad(f, 0, np.inf, limit=200)[0])
+    lo, hi = stats.chi2.ppf(1e-12, df), stats.chi2.ppf(1 - 1e-12, df)
+    return float(integrate.quad(f, lo, hi, points=[max(df - 2.0, lo * 1.0001)], limit=200)[0])
 
 
+@functools.lru_cache(maxsize=256)  # depends on df only: a report asks for the same few df many times
 def _ncp_for_power(df: float, power: float = POWER, alpha: float = ALPHA) -> float:
     # Expand the bracket instead of a fixed wide one: scipy's nct returns nan far in the tail.
     hi = 2.0
@@ -176,7 +180,7 @@ def mde_paired(sd_diff: float, n_pairs: int, power: float = POWER, alpha: float 
     `alpha`), given the SD of the paired differences; nan with < 2 pairs."""
     if n_pairs < 2 or not np.isfinite(sd_diff):
         return float("nan")
-    return _ncp_for_power(n_pairs - 1, power, alpha) * sd_diff / math.sqrt(n_pairs)
+    return _ncp_for_power(float(n_pairs - 1), power, alpha) * sd_diff / math.sqrt(n_pairs)
 
 
 def pooled_sd(a, b) -> float:
@@ -191,7 +195,7 @@ def mde_unpaired(sd: float, n_a: int, n_b: int, power: float = POWER, alpha: flo
     detects with `power`; nan with < 2 runs per side."""
     if n_a < 2 or n_b < 2 or not np.isfinite(sd):
         return float("nan")
-    return _ncp_for_power(n_a + n_b - 2, power, alpha) * sd * math.sqrt(1 / n_a + 1 / n_b)
+    return _ncp_for_power(float(n_a + n_b - 2), power, alpha) * sd * math.sqrt(1 / n_a + 1 / n_b)
 
 
 def runs_to_detect(effect: float, sd: float, paired: bool, power: float = POWER,
