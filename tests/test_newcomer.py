@@ -377,3 +377,15 @@ def test_no_citation_of_documents_outside_the_repository() -> None:
             if pattern.search(line)]
     assert hits == []
     assert (root / "docs" / "facts.md").is_file()
+
+
+def test_in_a_sweep_a_setting_moot_for_this_arm_warns_and_glue_seeds_0_still_fails() -> None:
+    # `-m masking=static,dynamic masking.dupe_factor=20`: the value matters for the static arm only.
+    from robablate.errors import ConfigError
+    from robablate.overrides import check_arguments
+
+    overrides = ["masking=dynamic", "masking.dupe_factor=20"]
+    with pytest.warns(UserWarning, match="masking.dupe_factor"):
+        check_arguments(compose_cfg(overrides), overrides, sweep=True)
+    with pytest.raises(ConfigError, match="glue=none"):
+        check_arguments(compose_cfg(["glue.seeds=0"]), ["glue.seeds=0"], sweep=True)

@@ -131,10 +131,6 @@ def ineffective_settings(cfg: DictConfig, typed: dict[str, Any]) -> list[str]:
     out: list[str] = []
     glue_name = sel("glue.name")
     tasks = list(sel("glue.tasks") or []) if glue_name != "none" else []
-    seeds = sel("glue.seeds", 0)
-    if tasks and (not isinstance(seeds, int) or seeds < 1):
-        out.append(f"`glue.seeds={seeds}` with glue.tasks={tasks} would fine-tune nothing; give glue.seeds >= 1, "
-                   f"or `glue=none` to skip fine-tuning.")
     if not tasks:
         moot = [k for k in typed if k.startswith("glue.") and k != "glue.tasks"]
         if moot:
@@ -184,6 +180,11 @@ def check_arguments(cfg: DictConfig, overrides: list[str], total_steps: int | No
     (`sweep=True`) a typed value may matter for some arms only (`masking=static,dynamic
     masking.dupe_factor=20`), so ineffective_settings only warns there."""
     check_added_keys(overrides, cfg)
+    tasks = list(OmegaConf.select(cfg, "glue.tasks") or []) if OmegaConf.select(cfg, "glue.name") != "none" else []
+    seeds = OmegaConf.select(cfg, "glue.seeds", default=0)
+    if tasks and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):  # moot in every arm
+        raise ConfigError(f"Invalid config `glue.seeds={seeds}`: with glue.tasks={tasks} it would fine-tune "
+                          f"nothing; give glue.seeds >= 1, or `glue=none` to skip fine-tuning.")
     msgs = ineffective_settings(cfg, typed_keys(overrides))
     if sweep and msgs:
         import warnings

@@ -79,7 +79,6 @@ def check_glue(cfg: DictConfig) -> list[str]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one arm; return the results dict (also written to <run_dir>/results.json)."""
     t_start = time.perf_counter()
-    quiet_third_party()  # third-party noise only; robablate's own warnings stay
     plan: Plan = validate(cfg)  # bad configs stop here, before any compute
     check_arguments(cfg, overrides_of(cfg), plan.total_steps, sweep=is_sweep())  # typed but moot
     tasks = check_glue(cfg)
@@ -90,6 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if stage not in ("all", "pretrain", "finetune"):
         raise ConfigError(f"Invalid config `stage`: expected all, pretrain or finetune, got {stage!r}.")
     check_inputs(cfg, tasks if stage != "pretrain" else [], stage)  # bad data stops here, before any compute
+    quiet_third_party()  # third-party noise only (after the checks: it imports transformers)
     from robablate.pretrain import model_init
 
     init = model_init(cfg)  # model.init: pretrained | random (ConfigError otherwise)
