@@ -452,8 +452,9 @@ def format_sweep(root: Path, tokens: dict[str, int] | None = None, seeds=(0, 1, 
             write_run(root, f"format={fmt}/seed={s}", axes={"format": fmt, "nsp": nsp}, seed=s,
                       tasks={"SYN-A": [0.6 + 0.01 * s + rng.normal(0, 0.001)] * 2},
                       pretrain={"val_mlm_loss": 6.3 + 0.02 * s + rng.normal(0, 0.005),
-                                "tokens_seen": (tokens or {}).get(fmt, 1_000_000)},
-                      extra={"plan": {"lr": 1e-3}})
+                                "tokens_seen": (tokens or {}).get(fmt, 1_000_000),
+                                "tokens_per_step": (tokens or {}).get(fmt, 1_000_000) / 100},
+                      extra={"plan": {"lr": 1e-3, "tokens_per_step_target": 10_000}})
 
 
 def test_functional_dependence_pairs_formats_by_seed(tmp_path):
@@ -499,6 +500,9 @@ def test_tokens_seen_mismatch_is_flagged_in_the_table(tmp_path):
     assert "+21.0%" in row["flag"] and not ((flags["arm_more"] == "sentence_pair") & (flags["arm_fewer"] == "segment_pair")).any()
     c = _row(rep.compute, axis="format", arm="full_sentences")
     assert c["tokens_mean"] == 840_000 and c["tokens_vs_base"] == pytest.approx(-0.16)
+    assert (c["tokens_per_step"], c["tokens_per_step_target"]) == (8400, 10_000)
+    assert render.compute_display(rep.compute).set_index("arm").loc["full_sentences", "tokens/step (target)"] \
+        == "8400 (10000)"
     assert "not compute-matched**: doc_sentences vs full_sentences" in render.markdown(rep, {})
 
 

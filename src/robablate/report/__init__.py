@@ -122,7 +122,8 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
                 continue
             stem = f"{kind}_{axis or 'all'}"
             for ext in ("png", "pdf"):
-                fig.savefig(out / f"{stem}.{ext}", dpi=150)
+                # no creation date in the PDF: re-running the report leaves unchanged plots unchanged
+                fig.savefig(out / f"{stem}.{ext}", dpi=150, metadata={"CreationDate": None} if ext == "pdf" else None)
                 written.append(out / f"{stem}.{ext}")
             plots.setdefault(key, []).append(f"{stem}.png")
     atomic_write_text(out / "report.md", render.markdown(report, plots))

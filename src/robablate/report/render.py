@@ -122,6 +122,8 @@ def compute_display(compute: pd.DataFrame) -> pd.DataFrame:
         "min..max": [f"{eng(lo)}..{eng(hi)}" if np.isfinite(lo) else "-"
                      for lo, hi in zip(c["tokens_min"], c["tokens_max"])],
         "vs base": c["tokens_vs_base"].map(lambda x: f"{100 * x:+.1f}%" if np.isfinite(x) else "-"),
+        "tokens/step (target)": [(f"{a:.0f}" if np.isfinite(a) else "-") + (f" ({t:.0f})" if np.isfinite(t) else "")
+                                 for a, t in zip(c["tokens_per_step"], c["tokens_per_step_target"])],
         "peak lr": c["lr"], "lr source": c["lr_source"],
     })
 

@@ -181,16 +181,19 @@ def design_frame(runs: list[Run], axes: list[str]) -> pd.DataFrame:
     rows = []
     for r in runs:
         flat = {k: _show(flatten(r.config), k) for k in flatten(r.config) if not _ignored(k, set(axes))}
-        plan, tune = r.data.get("plan") or {}, r.data.get("tune") or {}
-        pre = r.data.get("pretrain") or {}
+        plan, tune, pre = (r.data.get(k) if isinstance(r.data.get(k), dict) else {}
+                           for k in ("plan", "tune", "pretrain"))
         rows.append({"run_dir": r.run_dir, **r.axes, "seed": r.seed, **flat,
                      LR_KEY: _show(plan, "lr") if "lr" in plan else "<missing>",
                      "_lr": _num_or_nan(plan.get("lr")), "_tuned": bool(tune),
                      "_tune_rule": str(tune.get("rule") or ""),
-                     "_tokens": _num_or_nan(pre.get("tokens_seen"))})
+                     "_tokens": _num_or_nan(pre.get("tokens_seen")),
+                     "_tokens_per_step": _num_or_nan(pre.get("tokens_per_step")),
+                     "_tokens_per_step_target": _num_or_nan(plan.get("tokens_per_step_target"))})
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=["run_dir", *AXES, "seed", LR_KEY, "_lr", "_tuned", "_tune_rule", "_tokens"])
+        return pd.DataFrame(columns=["run_dir", *AXES, "seed", LR_KEY, "_lr", "_tuned", "_tune_rule", "_tokens",
+                                     "_tokens_per_step", "_tokens_per_step_target"])
     key_cols = [c for c in df.columns if c not in ("run_dir", "seed") and not c.startswith("_")]
     df[key_cols] = df[key_cols].fillna("<missing>").astype(str)
     return df
@@ -312,8 +315,9 @@ def comparison_context(design: pd.DataFrame, axis: str, arm: str, base: str) -> 
 
 
 def compute_table(design: pd.DataFrame, axes: list[str], baselines: dict[str, str], sizes=None) -> pd.DataFrame:
-    """Per axis and arm: tokens seen (mean, min, max over runs; relative to the baseline arm) and
-    the LR it trained with, chosen per arm (results["tune"]) or set by the preset."""
+    """Per axis and arm: tokens seen (mean, min, max over runs; relative to the baseline arm), the
+    realised tokens per optimizer step and its target when the runs record them, and the LR it
+    trained with, chosen per arm (results["tune"]) or set by the preset."""
     rows = []
     for axis in axes:
         base = design[design[axis] == baselines[axis]]["_tokens"].mean()
@@ -323,11 +327,14 @@ def compute_table(design: pd.DataFrame, axes: list[str], baselines: dict[str, st
             rows.append({"axis": axis, "arm": arm, "baseline": arm == baselines[axis], "n_runs": len(d),
                          "tokens_mean": t.mean(), "tokens_min": t.min(), "tokens_max": t.max(),
                          "tokens_vs_base": t.mean() / base - 1 if base else np.nan,
+                         "tokens_per_step": d["_tokens_per_step"].mean(),
+                         "tokens_per_step_target": d["_tokens_per_step_target"].mean(),
                          "lr": "/".join(sorted(set(d[LR_KEY]))),
                          "lr_source": "tuned per arm: " + d["_tune_rule"].iloc[0] if len(d) and d["_tuned"].all()
                          else "preset / config (not tuned)"})
     return pd.DataFrame(rows, columns=["axis", "arm", "baseline", "n_runs", "tokens_mean", "tokens_min",
-                                       "tokens_max", "tokens_vs_base", "lr", "lr_source"])
+                                       "tokens_max", "tokens_vs_base", "tokens_per_step", "tokens_per_step_target",
+                                       "lr", "lr_source"])
 
 
 def token_flags(design: pd.DataFrame, axes: list[str], sizes=None) -> pd.DataFrame:
@@ -396,7 +403,8 @@ PAIRED_COLUMNS = ["axis", "arm", "baseline", "task", "metric", "n_arm", "n_base"
 def _design_from_tidy(tidy: pd.DataFrame) -> pd.DataFrame:
     """A design frame from axes and seeds alone (when no Run objects are at hand)."""
     d = tidy.drop_duplicates("run_dir")[["run_dir", *AXES, "seed"]].copy()
-    d[LR_KEY], d["_lr"], d["_tuned"], d["_tune_rule"], d["_tokens"] = "<missing>", np.nan, False, "", np.nan
+    d[LR_KEY], d["_lr"], d["_tuned"], d["_tune_rule"] = "<missing>", np.nan, False, ""
+    d["_tokens"] = d["_tokens_per_step"] = d["_tokens_per_step_target"] = np.nan
     return d.reset_index(drop=True)
 
 
