@@ -180,7 +180,8 @@ def design_frame(runs: list[Run], axes: list[str]) -> pd.DataFrame:
     (results["tune"]), and the tokens it was fed (results["pretrain"]["tokens_seen"])."""
     rows = []
     for r in runs:
-        flat = {k: _show(flatten(r.config), k) for k in flatten(r.config) if not _ignored(k, set(axes))}
+        config = flatten(r.config)
+        flat = {k: _show(config, k) for k in config if not _ignored(k, set(axes))}
         plan, tune, pre = (r.data.get(k) if isinstance(r.data.get(k), dict) else {}
                            for k in ("plan", "tune", "pretrain"))
         rows.append({"run_dir": r.run_dir, **r.axes, "seed": r.seed, **flat,
