@@ -301,9 +301,7 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
     if cfg.trainer.enable_progress_bar:  # steps and tokens of the budget, not `Epoch 0/-2`
         from robablate.callbacks import step_progress_bar
 
-        budget = (plan.total_steps * plan.tokens_per_step if OmegaConf.select(cfg, "train.max_steps") is not None
-                  else float(cfg.train.tokens))
-        callbacks.append(step_progress_bar(plan.total_steps, budget))
+        callbacks.append(step_progress_bar(plan.total_steps, plan.total_steps * plan.tokens_per_step_target))
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy, precision=plan.precision, max_steps=plan.total_steps, max_epochs=-1,
