@@ -416,7 +416,9 @@ def check_glue_config(cfg_glue: Mapping[str, Any]) -> list[TaskSpec]:
         for split in ["train", *dev_splits(spec)]:
             path = Path(data_dir) / spec.folder / f"{split}.tsv"
             if not path.is_file():
-                raise DataError(f"glue.data_dir: {path} not found ({spec.name} needs its {split} file)")
+                raise DataError(f"glue.data_dir: {path} not found ({spec.name} needs its {split} file); point "
+                                f"glue.data_dir at a folder in the official GLUE layout, or read the task from "
+                                f"the Hugging Face hub with glue.source=hf")
     return tasks
 
 
