@@ -188,6 +188,9 @@ def test_text_corpus_exposes_encoding_keys() -> None:
     (["train.max_steps=10", "train.tokens=1000"], "train.max_steps"),
     (["masking=dynamic", "masking.dupe_factor=3"], "masking=dynamic"),
     (["glue.grid={lr:[1e-4]}", "glue.lr=1e-3"], "glue.grid"),
+    (["stage=pretrain", "glue.seeds=2"], "stage=pretrain"),
+    (["stage=finetune", "resume=true"], "resume=true"),
+    (["corpus=wikitext2", "corpus.val_fraction=0.1"], "corpus.val_glob"),
 ])
 def test_arguments_that_do_nothing_are_refused(overrides, match) -> None:
     from robablate.config import validate

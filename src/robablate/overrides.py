@@ -167,6 +167,9 @@ def ineffective_settings(cfg: DictConfig, typed: dict[str, Any]) -> list[str]:
         out.append("`corpus.val_fraction` has no effect: the validation documents come from "
                    f"{'corpus.val_glob' if sel('corpus.val_glob') else 'corpus.val_split'}; set it to null to hold "
                    "out a fraction of the training documents.")
+    if sel("stage", "all") == "pretrain" and tasks and any(k.startswith("glue.") for k in typed):
+        out.append("glue.* settings have no effect with stage=pretrain (no fine-tuning); drop them, or run "
+                   "stage=all / stage=finetune.")
     if sel("resume") and sel("stage", "all") == "finetune":
         out.append("`resume=true` has no effect with stage=finetune (it resumes pretraining).")
     if "tokenizer.vocab_size" in typed and sel("tokenizer.path") not in (None, "???"):
