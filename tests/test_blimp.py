@@ -267,3 +267,17 @@ def test_pretrained_micro_beats_random_init_on_synthetic_minimal_pairs(tmp_path,
     print(f"synthetic minimal pairs: pretrained {acc['pretrained']:.3f}, random init {acc['random']:.3f}")
     assert acc["pretrained"] >= acc["random"] + 0.15, acc
     assert acc["pretrained"] >= 0.65, acc
+
+
+def test_pipeline_refuses_bad_blimp_folder_and_init_before_pretraining(tmp_path, cache_dir):
+    """The BLiMP files and model.init are checked with the config, before any data or training."""
+    from robablate.pipeline import run
+
+    bad = tmp_path / "blimp"
+    _write(bad, "p1", [_line(), "{oops"])
+    common = ["experiment=smoke", "glue=none", "logger=none", f"cache_dir={cache_dir}", f"run_dir={tmp_path / 'run'}"]
+    with pytest.raises(DataError, match=r"p1.jsonl:2: not valid JSON"):
+        run(compose_cfg([*common, "eval=blimp", f"eval.blimp.data_dir={bad}"]))
+    with pytest.raises(ConfigError, match="`model.init`"):
+        run(compose_cfg([*common, "model.init=scratch"]))
+    assert not (tmp_path / "run" / "pretrain").exists()
