@@ -73,3 +73,13 @@ def test_table2_pairs_formats_by_seed_and_flags_tokens(monkeypatch):
     doc = loss.loc["doc_sentences"]
     assert doc["p_value"] == pytest.approx(0.113, abs=0.002)
     assert (doc["diff_ci_low"], doc["diff_ci_high"]) == pytest.approx((-0.067, 0.015), abs=0.001)
+
+
+def test_readme_shows_the_committed_headline_tables():
+    """The study README quotes each table's headline.md verbatim, so its claims follow the report."""
+    readme = (STUDY / "README.md").read_text(encoding="utf-8")
+    for table in sorted(TABLES):
+        head = (STUDY / "report" / table / "headline.md").read_text(encoding="utf-8").rstrip("\n")
+        assert head in readme, f"{STUDY / 'README.md'}: the {table} table differs from report/{table}/headline.md"
+    for retracted in ("Retracted claims", "percentile bootstrap", "confounded with", "not** compute-matched"):
+        assert retracted in readme

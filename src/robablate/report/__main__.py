@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     from robablate.report import load_report, render, write_report
     from robablate.report.tables import parse_baselines
 
+    if args.bootstrap is not None:
+        print("note: --bootstrap is ignored: the report's intervals are Student t / Welch (a bootstrap "
+              "under-covers with 3-10 runs)", file=sys.stderr)
     try:
         report = load_report(args.dirs, parse_baselines(args.baseline), args.metric)
     except ConfigError as e:
