@@ -93,12 +93,11 @@ def test_absurd_lr_is_not_chosen_and_the_choice_is_cached(tmp_path, cache_dir, m
     import robablate.tune as tune
     from robablate.pipeline import run
 
-    def arm(seed: int):
-        cfg = compose_cfg(["experiment=smoke", "glue=none", "logger=none", "trainer.enable_progress_bar=false",
-                           "nsp=false", "train.max_steps=12", "train.val_every_steps=12", "train.val_instances=32",
-                           "tune.lr=[1e-7,1e-3]", "tune.tokens=40000", f"seed={seed}",
-                           f"cache_dir={cache_dir}", f"run_dir={tmp_path / f'seed{seed}'}"])
-        return cfg
+    def arm(seed: int, *extra: str):
+        return compose_cfg(["experiment=smoke", "glue=none", "logger=none", "trainer.enable_progress_bar=false",
+                            "nsp=false", "train.max_steps=12", "train.val_every_steps=12", "train.val_instances=32",
+                            "tune.lr=[1e-7,1e-3]", "tune.tokens=40000", f"seed={seed}", f"cache_dir={cache_dir}",
+                            f"run_dir={tmp_path / f'seed{seed}{len(extra)}'}", *extra])
 
     pilots = []
     real = tune._pilot
@@ -114,3 +113,6 @@ def test_absurd_lr_is_not_chosen_and_the_choice_is_cached(tmp_path, cache_dir, m
     second = run(arm(1))  # another seed of the same arm: the cached choice, no pilot
     assert pilots == [1e-7, 1e-3] and second["tune"]["cached"] is True
     assert second["plan"]["lr"] == 1e-3 and second["tune"]["val_loss_by_lr"] == t["val_loss_by_lr"]
+    # The compared run is a plain run at the chosen LR: the pilots before it leave no trace in it.
+    plain = run(arm(0, "tune.lr=null", "batch.lr=1e-3"))
+    assert "tune" not in plain and plain["pretrain"]["val_mlm_loss"] == first["pretrain"]["val_mlm_loss"]
