@@ -181,3 +181,19 @@ def test_a_run_feeds_its_token_budget(tmp_path, cache_dir):
     assert abs(p["tokens_seen"] / (10 * target) - 1) < 0.01, p["tokens_seen"]
     assert p["tokens_per_step"] == pytest.approx(p["tokens_seen"] / 10)
     assert res["data"]["sequences_per_step"][0] > 3 * 32  # ~27-token pairs: far more than 32 sequences
+
+
+def test_batch_unit_in_the_plan():
+    from conftest import compose_cfg
+    from robablate.config import validate
+
+    tokens = validate(compose_cfg(["format=sentence_pair"]))
+    assert tokens.token_batching and tokens.batch_unit == "tokens" and tokens.tokens_per_step_target == 32 * 128
+    seqs = validate(compose_cfg(["batch.unit=sequences"]))
+    assert not seqs.token_batching and seqs.tokens_per_step_target == 32 * 128  # the nominal budget
+    two = validate(compose_cfg(["seq_len=two_phase", "batch.size=8"]))  # 90% at 128, 10% at 512
+    steps = [ph.steps for ph in two.phases]
+    assert [ph.tokens_per_step for ph in two.phases] == [8 * 128, 8 * 512]
+    assert two.tokens_per_step_target == round((steps[0] * 8 * 128 + steps[1] * 8 * 512) / sum(steps))
+    with pytest.raises(ConfigError, match=r"`batch\.unit`"):
+        validate(compose_cfg(["batch.unit=instances"]))
