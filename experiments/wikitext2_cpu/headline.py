@@ -4,8 +4,9 @@ scale), BLiMP when evaluated, the GLUE score (GLUE convention, CoLA + MRPC + RTE
 score, as mean ± std over the pretraining seeds with the Student-t 95% CI over run means; then the
 difference to the baseline arm with its 95% CI, the method and n it rests on (paired t over seeds, or
 Welch), p raw and Holm-adjusted over every comparison of the sweep, the minimal detectable effect at
-80% power, the verdict and the flags (tokens seen differing by > 2%, an LR set by the preset); and a
-table of tokens seen and peak LR per arm.
+80% power, the verdict and the flags (tokens seen differing by > 2%, an LR set by the preset); a
+table of tokens seen and peak LR per arm; and, when the sweep holds random-init control runs, each
+arm's gain over the control.
 
     python experiments/wikitext2_cpu/headline.py experiments/wikitext2_cpu/report/table1 [...]
 """
@@ -72,6 +73,14 @@ def headline(report_dir: str | Path) -> str:
                     f"({_tokens(r.tokens_min)}..{_tokens(r.tokens_max)}) | "
                     f"{'-' if pd.isna(r.tokens_vs_base) else f'{100 * r.tokens_vs_base:+.1f}%'} | {r.lr} | "
                     f"{r.lr_source} |\n")
+    if (d / "gain.csv").is_file():  # random-init control runs in the sweep: each arm's gain over them
+        g = pd.read_csv(d / "gain.csv")
+        out += ("\n| read-out | arm - random-init control [95% CI] | method, n | p | MDE (80%) | verdict |\n"
+                "|---|---:|---|---:|---:|---|\n")
+        for task, metric, label in ROWS:
+            for q in g[(g.task == task) & (g.metric == metric)].itertuples():
+                out += (f"| {label} | {q.arm}: {_f(q.diff_mean)} [{_f(q.diff_ci_low)}, {_f(q.diff_ci_high)}] | "
+                        f"{q.method}, {_n(q)} | {_p(q.p_value)} | {_f(q.mde)} | {q.verdict} |\n")
     return out
 
 
