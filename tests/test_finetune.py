@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from robablate import finetune as ft
-from robablate.data import glue
+from robablate.data import glue, glue_encoding as ge
+from robablate.data.formats import truncation_counts
 from robablate.errors import ConfigError, DataError
 from robablate.models.bert import BertConfig, BertForPretraining
+from robablate.readouts import glue as rg
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -70,16 +72,19 @@ def truncate_by_popping(la: int, lb: int, budget: int) -> tuple[int, int]:
 
 
 def test_truncate_pair_matches_berts_loop():
+    """GLUE pairs use the pretraining formats' truncation (one implementation); here with empty sides
+    and the tiny budgets a short glue.max_len gives."""
     la, lb = np.meshgrid(np.arange(0, 20), np.arange(0, 20), indexing="ij")
     for budget in (1, 6, 7, 13):
-        ta, tb = ft.truncate_pair_lengths(la.ravel(), lb.ravel(), budget)
+        cut_a, cut_b = truncation_counts(la.ravel(), lb.ravel(), np.full(la.size, budget))
+        ta, tb = la.ravel() - cut_a, lb.ravel() - cut_b
         expected = np.array([truncate_by_popping(a, b, budget) for a, b in zip(la.ravel(), lb.ravel())])
         np.testing.assert_array_equal(np.stack([ta, tb], 1), expected)
 
 
 def test_encode_pair_layout_token_types_and_truncation(tokenizer):
     split = glue.Split(["a b c d e f", "a"], ["g h", "b c"], np.array([0, 1]), 0, Path("x"))
-    enc = ft.encode_split(split, tokenizer, max_len=7)
+    enc = ge.encode_split(split, tokenizer, max_len=7)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("[CLS]", "[SEP]", "[PAD]", "a", "b", "c", "d", "g", "h")}
     first = enc.tokens[enc.offsets[0]:enc.offsets[1]].tolist()
     # budget 7 - 3 = 4: a keeps 2 of 6 tokens, b keeps its 2
@@ -95,7 +100,7 @@ def test_encode_pair_layout_token_types_and_truncation(tokenizer):
 
 
 def test_encode_single_sentence(tokenizer):
-    enc = ft.encode_split(glue.Split(["a b c d e"], None, None, 0, Path("x")), tokenizer, max_len=4)
+    enc = ge.encode_split(glue.Split(["a b c d e"], None, None, 0, Path("x")), tokenizer, max_len=4)
     assert enc.tokens.tolist() == [tokenizer.convert_tokens_to_ids(t) for t in ("[CLS]", "a", "b", "[SEP]")]
     assert enc.batch(np.array([0]), 0)["token_type_ids"].tolist() == [[0, 0, 0, 0]] and enc.labels is None
 
@@ -103,23 +108,23 @@ def test_encode_single_sentence(tokenizer):
 def test_cache_is_reused_and_keyed(tmp_path, tokenizer):
     data = write_topic_task(tmp_path / "data", 40, 20)
     cache = tmp_path / "cache"
-    a = ft.load_encoded("SYN-TOPIC", data, tokenizer, 16, cache)
+    a = ge.load_encoded("SYN-TOPIC", data, tokenizer, 16, cache)
     folders = sorted((cache / "glue").glob("SYN-TOPIC-*[!k]"))
     assert len(folders) == 1 and {p.name for p in folders[0].iterdir()} == {"train.npz", "dev.npz"}
-    b = ft.load_encoded("SYN-TOPIC", data, tokenizer, 16, cache)
+    b = ge.load_encoded("SYN-TOPIC", data, tokenizer, 16, cache)
     np.testing.assert_array_equal(a["train"].tokens, b["train"].tokens)
     np.testing.assert_array_equal(a["dev"].labels, b["dev"].labels)
-    ft.load_encoded("SYN-TOPIC", data, tokenizer, 12, cache)  # another max_len: another entry
+    ge.load_encoded("SYN-TOPIC", data, tokenizer, 12, cache)  # another max_len: another entry
     with open(data / "SYN-TOPIC" / "dev.tsv", "a") as f:
         f.write("apple w1\t0\n")  # changed data: another entry, never a stale cache
-    c = ft.load_encoded("SYN-TOPIC", data, tokenizer, 16, cache)
+    c = ge.load_encoded("SYN-TOPIC", data, tokenizer, 16, cache)
     assert len(c["dev"]) == 21 and len(list((cache / "glue").glob("SYN-TOPIC-*[!k]"))) == 3
 
 
 def test_subset_is_fixed_and_capped(tmp_path, tokenizer):
     data = write_topic_task(tmp_path, 40, 20)
-    a = ft.load_encoded("SYN-TOPIC", data, tokenizer, 16, max_train=10, max_eval=5)
-    b = ft.load_encoded("SYN-TOPIC", data, tokenizer, 16, max_train=10, max_eval=5)
+    a = ge.load_encoded("SYN-TOPIC", data, tokenizer, 16, max_train=10, max_eval=5)
+    b = ge.load_encoded("SYN-TOPIC", data, tokenizer, 16, max_train=10, max_eval=5)
     assert len(a["train"]) == 10 and len(a["dev"]) == 5
     np.testing.assert_array_equal(a["train"].rows, b["train"].rows)
     assert not np.array_equal(a["train"].rows, np.arange(10))  # a random draw, not the first rows
@@ -134,7 +139,7 @@ CFG = {"max_len": 32, "epochs": 4, "batch_size": 16, "lr": 5e-3, "warmup_fractio
 def test_learns_a_learnable_task_and_writes_outputs(tmp_path, tokenizer):
     data = write_topic_task(tmp_path / "data")
     out = tmp_path / "out"
-    r = ft.finetune_task(None, tiny_config(len(tokenizer)), tokenizer, "SYN-TOPIC", data, 0, CFG, out)
+    r = rg.finetune_task(None, tiny_config(len(tokenizer)), tokenizer, "SYN-TOPIC", data, 0, CFG, out)
     # 4 balanced classes: chance is 0.25 (sd of a chance accuracy on 160 rows ~ 0.034); the keyword
     # decides the label, so even a randomly initialised 1-layer encoder must get far above chance.
     assert r["metrics"]["acc"] > 0.6, r
@@ -155,7 +160,7 @@ def test_same_seed_same_result_other_seed_differs(tmp_path, tokenizer):
     cfg = {**CFG, "epochs": 2}
     cfgm = tiny_config(len(tokenizer))
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        ft.finetune_task(None, cfgm, tokenizer, "SYN-TOPIC", data, seed, cfg, tmp_path / name)
+        rg.finetune_task(None, cfgm, tokenizer, "SYN-TOPIC", data, seed, cfg, tmp_path / name)
 
     def losses(d: Path) -> list[str]:
         return [r["train/loss"] for r in csv.DictReader(open(d / "metrics.csv")) if r.get("train/loss")]
@@ -173,12 +178,12 @@ def test_mnli_two_dev_sets_and_regression(tmp_path):
             texts += sp.texts_a + sp.texts_b
     tok = make_tokenizer(texts)
     cfg = {**CFG, "epochs": 2, "batch_size": 2}
-    r = ft.finetune_task(None, tiny_config(len(tok)), tok, "MNLI", FIXTURES, 0, cfg, tmp_path / "mnli")
+    r = rg.finetune_task(None, tiny_config(len(tok)), tok, "MNLI", FIXTURES, 0, cfg, tmp_path / "mnli")
     assert set(r["metrics"]) == {"acc_m", "acc_mm"} and r["n_dev"] == {"dev_matched": 2, "dev_mismatched": 3}
     preds = (tmp_path / "mnli" / "dev_predictions.tsv").read_text().splitlines()
     assert sum(x.startswith("dev_matched\t") for x in preds) == 2
     assert sum(x.startswith("dev_mismatched\t") for x in preds) == 3
-    r = ft.finetune_task(None, tiny_config(len(tok)), tok, "STS-B", FIXTURES, 0, cfg, tmp_path / "stsb")
+    r = rg.finetune_task(None, tiny_config(len(tok)), tok, "STS-B", FIXTURES, 0, cfg, tmp_path / "stsb")
     assert set(r["metrics"]) == {"pearson", "spearman"}
     assert all(np.isfinite(v) for v in r["metrics"].values())
     assert r["score"] == pytest.approx((r["metrics"]["pearson"] + r["metrics"]["spearman"]) / 2)
@@ -199,17 +204,17 @@ def test_pretrained_encoder_state_is_loaded(tokenizer):
 def test_bad_settings_fail_before_training(tmp_path, tokenizer):
     data = write_topic_task(tmp_path / "data", 8, 4)
     with pytest.raises(ConfigError, match="glue.max_len"):
-        ft.finetune_task(None, tiny_config(len(tokenizer)), tokenizer, "SYN-TOPIC", data, 0,
+        rg.finetune_task(None, tiny_config(len(tokenizer)), tokenizer, "SYN-TOPIC", data, 0,
                          {**CFG, "max_len": 100}, tmp_path / "o")
     small = BertConfig(vocab_size=10, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     with pytest.raises(ConfigError, match="vocabulary"):
-        ft.finetune_task(None, small, tokenizer, "SYN-TOPIC", data, 0, CFG, tmp_path / "o")
+        rg.finetune_task(None, small, tokenizer, "SYN-TOPIC", data, 0, CFG, tmp_path / "o")
     with pytest.raises(ConfigError, match="glue.data_dir"):
-        ft.load_encoded("RTE", None, tokenizer, 16)
+        ge.load_encoded("RTE", None, tokenizer, 16)
 
 
 def test_train_order_follows_the_seed(tmp_path, tokenizer):
-    enc = ft.load_encoded("SYN-TOPIC", write_topic_task(tmp_path, 64, 8), tokenizer, 16)
+    enc = ge.load_encoded("SYN-TOPIC", write_topic_task(tmp_path, 64, 8), tokenizer, 16)
 
     def first_batch(seed: int) -> list[list[int]]:
         dm = ft.GlueDataModule("SYN-TOPIC", enc, 8, seed, pad_id=0)
@@ -222,33 +227,33 @@ def test_train_order_follows_the_seed(tmp_path, tokenizer):
 
 def test_select_best_is_dev_selection_first_on_ties():
     tried = [{"score": 0.5, "k": 0}, {"score": 0.7, "k": 1}, {"score": 0.7, "k": 2}, {"score": 0.6, "k": 3}]
-    assert ft.select_best(tried)["k"] == 1
+    assert rg.select_best(tried)["k"] == 1
 
 
 def test_check_glue_config_before_any_compute(tmp_path):
-    assert [t.name for t in ft.check_glue_config({"tasks": ["SYN-TOPIC"], "data_dir": None})] == ["SYN-TOPIC"]
+    assert [t.name for t in rg.check_glue_config({"tasks": ["SYN-TOPIC"], "data_dir": None})] == ["SYN-TOPIC"]
     with pytest.raises(ConfigError, match="glue.data_dir"):
-        ft.check_glue_config({"tasks": ["RTE"], "data_dir": None})
+        rg.check_glue_config({"tasks": ["RTE"], "data_dir": None})
     with pytest.raises(DataError, match=r"RTE.train\.tsv"):
-        ft.check_glue_config({"tasks": ["RTE"], "data_dir": str(FIXTURES)})  # fixtures hold RTE/test.tsv only
-    assert ft.check_glue_config({"tasks": ["MNLI", "WNLI"], "data_dir": str(FIXTURES)})[0].name == "MNLI"
-    assert ft.check_glue_config({"tasks": ["RTE"], "source": "hf"})[0].name == "RTE"
+        rg.check_glue_config({"tasks": ["RTE"], "data_dir": str(FIXTURES)})  # fixtures hold RTE/test.tsv only
+    assert rg.check_glue_config({"tasks": ["MNLI", "WNLI"], "data_dir": str(FIXTURES)})[0].name == "MNLI"
+    assert rg.check_glue_config({"tasks": ["RTE"], "source": "hf"})[0].name == "RTE"
     with pytest.raises(ConfigError, match="glue.source"):
-        ft.check_glue_config({"tasks": ["RTE"], "source": "ftp"})
+        rg.check_glue_config({"tasks": ["RTE"], "source": "ftp"})
     with pytest.raises(ConfigError, match="glue.tasks"):
-        ft.check_glue_config({"tasks": ["SQuAD"]})
+        rg.check_glue_config({"tasks": ["SQuAD"]})
     with pytest.raises(ConfigError, match="glue.lr"):
-        ft.check_glue_config({"tasks": ["SYN-NEXT"], "grid": {"lr": [1e-5, -1.0]}})
+        rg.check_glue_config({"tasks": ["SYN-NEXT"], "grid": {"lr": [1e-5, -1.0]}})
     with pytest.raises(ConfigError, match="glue.epochs"):
-        ft.check_glue_config({"tasks": ["SYN-NEXT"], "epochs": 0})
+        rg.check_glue_config({"tasks": ["SYN-NEXT"], "epochs": 0})
 
 
 def test_grid_points():
-    assert ft.grid_points(None) == [{}]
-    pts = ft.grid_points({"batch_size": [16, 32], "lr": [1e-5, 2e-5, 3e-5]})
+    assert rg.grid_points(None) == [{}]
+    pts = rg.grid_points({"batch_size": [16, 32], "lr": [1e-5, 2e-5, 3e-5]})
     assert len(pts) == 6 and {"batch_size": 32, "lr": 3e-5} in pts
     with pytest.raises(ConfigError, match="glue.grid"):
-        ft.grid_points({"momentum": [0.9]})
+        rg.grid_points({"momentum": [0.9]})
 
 
 def test_finetune_all_glue_section(tmp_path):
@@ -265,7 +270,7 @@ def test_finetune_all_glue_section(tmp_path):
     syn = synthetic.ensure_glue(cfg.corpus, cfg.cache_dir)
     tok = make_tokenizer(glue.load_task(syn, "SYN-TOPIC", "train").texts_a + glue.load_task(syn, "SYN-TOPIC", "dev").texts_a)
     hf_dir = save_hf(BertForPretraining(tiny_config(len(tok)), nsp=False), tmp_path / "hf", tokenizer=tok)
-    section = ft.finetune_all(cfg, tmp_path / "run", hf_dir, tok)
+    section = rg.finetune_all(cfg, tmp_path / "run", hf_dir, tok)
     task = section["tasks"]["SYN-TOPIC"]
     assert task["metrics"] == ["acc"] and task["main"] == "acc" and task["summary"]["n"] == 2
     assert [r["seed"] for r in task["seeds"]] == [0, 1]
@@ -285,17 +290,17 @@ def test_test_splits_are_encoded_uncapped_and_written_as_submission(tmp_path):
         sp = glue.load_task(FIXTURES, "MNLI", s)
         texts += sp.texts_a + sp.texts_b
     tok = make_tokenizer(texts)
-    assert ft.test_splits_present("MNLI", FIXTURES) == ["test_matched", "test_mismatched"]
-    assert ft.test_splits_present("RTE", FIXTURES) == ["test"] and ft.test_splits_present("SYN-NEXT", FIXTURES) == []
-    assert ft.test_splits_present("CoLA", tmp_path) == []  # no test file: nothing to submit
-    enc = ft.load_encoded("MNLI", FIXTURES, tok, 32, tmp_path / "cache", max_eval=1, with_test=True)
+    assert ge.test_splits_present("MNLI", FIXTURES) == ["test_matched", "test_mismatched"]
+    assert ge.test_splits_present("RTE", FIXTURES) == ["test"] and ge.test_splits_present("SYN-NEXT", FIXTURES) == []
+    assert ge.test_splits_present("CoLA", tmp_path) == []  # no test file: nothing to submit
+    enc = ge.load_encoded("MNLI", FIXTURES, tok, 32, tmp_path / "cache", max_eval=1, with_test=True)
     n_test = {s: len(glue.load_task(FIXTURES, "MNLI", s)) for s in ("test_matched", "test_mismatched")}
     assert len(enc["dev_matched"]) == 1 and {s: len(enc[s]) for s in n_test} == n_test
     assert enc["test_matched"].labels is None
-    assert "test_matched" not in ft.load_encoded("MNLI", FIXTURES, tok, 32, tmp_path / "cache", max_eval=1)
+    assert "test_matched" not in ge.load_encoded("MNLI", FIXTURES, tok, 32, tmp_path / "cache", max_eval=1)
     preds = {"test_matched": np.arange(n_test["test_matched"]) % 3,
              "test_mismatched": np.full(n_test["test_mismatched"], 2)}
-    paths = ft.write_submission(tmp_path / "sub", glue.get_task("MNLI"), preds)
+    paths = rg.write_submission(tmp_path / "sub", glue.get_task("MNLI"), preds)
     assert [p.name for p in paths] == ["MNLI-m.tsv", "MNLI-mm.tsv"]
     expected = "".join(f"{i}\tneutral\n" for i in range(n_test["test_mismatched"]))
     assert paths[1].read_text() == "index\tprediction\n" + expected

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, compose_cfg
 
-from robablate import finetune as ft
-from robablate.data import glue
+from robablate.data import glue, glue_encoding as ge
 from robablate.errors import ConfigError
 from robablate.pipeline import run
+from robablate.readouts import glue as rg
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
@@ -118,7 +118,7 @@ def test_refinetune_finished_run_on_synthetic_tasks_and_same_seed_repeats(finish
 
     hf_dir = finished_run / "pretrain" / "hf"
     config, state = encoder_state_from_hf(hf_dir)
-    again = ft.finetune_task(state, config, AutoTokenizer.from_pretrained(str(hf_dir)), "SYN-NEXT",
+    again = rg.finetune_task(state, config, AutoTokenizer.from_pretrained(str(hf_dir)), "SYN-NEXT",
                              synthetic.ensure_glue(cfg.corpus, cache_dir), 0, OmegaConf.to_container(cfg.glue),
                              finished_run / "again", cache_dir=cache_dir, trainer_kwargs={"accelerator": "cpu"})
     seed0 = saved["glue"]["tasks"]["SYN-NEXT"]["seeds"][0]
@@ -180,11 +180,11 @@ def test_synthetic_topic_labels_come_from_corpus_knowledge(finished_run, cache_d
     tok = AutoTokenizer.from_pretrained(str(hf_dir))
     docs = list(synthetic.iter_synthetic(synthetic.params(cfg.corpus), "train"))
     syn = synthetic.ensure_glue(cfg.corpus, cache_dir)
-    encoded = ft.load_encoded("SYN-TOPIC", syn, tok, 128, cache_dir)
+    encoded = ge.load_encoded("SYN-TOPIC", syn, tok, 128, cache_dir)
     cfg_glue = {"lr": 1e-3, "epochs": 4, "batch_size": 32, "max_len": 128}
     scores = {}
     for init, state in (("lsa", lsa_encoder_state(config, tok, docs)), ("random", None)):
-        scores[init] = [ft.finetune_task(state, config, tok, "SYN-TOPIC", syn, seed, cfg_glue,
+        scores[init] = [rg.finetune_task(state, config, tok, "SYN-TOPIC", syn, seed, cfg_glue,
                                          finished_run / "lsa" / init / str(seed), encoded=encoded,
                                          trainer_kwargs={"accelerator": "cpu"})["score"] for seed in range(3)]
     assert np.median(scores["lsa"]) >= 0.25 + 0.3, scores
@@ -223,7 +223,7 @@ def test_mlm_pretraining_beats_chance_and_random_init_on_syn_order(tmp_path, cac
     config, _ = encoder_state_from_hf(hf_dir)
     tok = AutoTokenizer.from_pretrained(str(hf_dir))
     syn = synthetic.ensure_glue(cfg.corpus, cache_dir)
-    random_init = [ft.finetune_task(None, config, tok, "SYN-ORDER", syn, seed, OmegaConf.to_container(cfg.glue),
+    random_init = [rg.finetune_task(None, config, tok, "SYN-ORDER", syn, seed, OmegaConf.to_container(cfg.glue),
                                     tmp_path / "random" / str(seed), cache_dir=cache_dir,
                                     trainer_kwargs={"accelerator": "cpu"})["score"] for seed in range(3)]
     print(f"SYN-ORDER MCC: pretrained {pretrained}, random init {random_init}")

@@ -108,7 +108,7 @@ def test_bad_glue_file_fails_before_any_training_step(tmp_path, cache_dir, task,
 
 def test_every_bad_glue_file_is_listed_in_one_error(tmp_path) -> None:
     from robablate.errors import DataError
-    from robablate.finetune import check_glue_files
+    from robablate.readouts.glue import check_glue_files
 
     data = glue_copy(tmp_path, "RTE")
     glue_copy(tmp_path, "MRPC")

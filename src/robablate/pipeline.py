@@ -57,7 +57,7 @@ def check_inputs(cfg: DictConfig, tasks: list[str], stage: str) -> None:
 
         check_corpus(cfg.corpus)
     if tasks:
-        from robablate.finetune import check_glue_files
+        from robablate.readouts.glue import check_glue_files
 
         check_glue_files(OmegaConf.to_container(cfg.glue, resolve=True))
     # Read-outs with their own files (BLiMP, robablate.readouts) add their file check here.
@@ -71,7 +71,7 @@ def check_glue(cfg: DictConfig) -> list[str]:
     """Task names and data folders checked before any compute (the readers check the files)."""
     if cfg.glue.get("name") == "none":  # glue=none wins over a preset's task list
         return []
-    from robablate.finetune import check_glue_config
+    from robablate.readouts.glue import check_glue_config
 
     return [spec.name for spec in check_glue_config(cfg.glue)]
 
@@ -138,7 +138,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         glue: dict[str, Any] = {}
         if tasks and stage == "all":
-            from robablate.finetune import finetune_all
+            from robablate.readouts.glue import finetune_all
 
             t = time.perf_counter()
             glue = finetune_all(cfg, run_dir, hf_dir, data.tokenizer)
@@ -176,7 +176,7 @@ def _finetune_only(cfg: DictConfig, run_dir: Path, base: dict[str, Any]) -> dict
     fields (axes, seed, config, ...), so the report reads it like any other run."""
     from transformers import AutoTokenizer
 
-    from robablate.finetune import finetune_all
+    from robablate.readouts.glue import finetune_all
 
     hf_dir = run_dir / "pretrain" / "hf"
     results_path = run_dir / "results.json"

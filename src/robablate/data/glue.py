@@ -2,7 +2,7 @@
 
 One place for each GLUE fact: folder and file names, which columns hold the texts and the label,
 the label order, the metrics, the GLUE-server submission names. Everything else (metrics.py,
-finetune.py, the report) asks `get_task(name)`.
+data/glue_encoding.py, readouts/glue.py, the report) asks `get_task(name)`.
 
 Label orders follow the GLUE/Hugging Face *processors* (transformers' `glue_processors`), which are
 also what the label strings in the TSV files and the GLUE server use:
