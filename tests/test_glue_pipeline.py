@@ -18,7 +18,7 @@ from robablate.pipeline import run
 from robablate.readouts import glue as rg
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
-QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
 # The smoke preset with a third of its pretraining budget; real GLUE capped so each fine-tuning run is short.
 PRETRAIN = ["experiment=smoke", "train.tokens=100_000", *QUIET]
 REAL_GLUE = ["glue.tasks=[RTE,MRPC]", "glue.seeds=2", "glue.epochs=1", "glue.max_train_examples=128",

@@ -229,7 +229,7 @@ def test_unknown_added_key_refused_by_the_cli_before_compute(tmp_path) -> None:
 # --- 5. progress in steps and tokens; third-party deprecation noise filtered at the source ---------
 
 def test_progress_text_reads_steps_and_tokens() -> None:
-    from robablate.callbacks import progress_text
+    from robablate.progress import progress_text
 
     assert progress_text(120, 489, 512_000, 2_000_000) == "step 120/489 · tokens 512.0k/2.0M"
 

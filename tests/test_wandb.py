@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg, sweep_ok
-from robablate import callbacks
+from robablate import loggers as run_loggers
 from robablate.pipeline import run
 
 wandb = pytest.importorskip("wandb")
@@ -134,11 +134,18 @@ def test_wandb_init_failure_warns_and_the_run_completes(tmp_path, cache_dir, mon
     assert (tmp_path / "run" / "pretrain" / "metrics.csv").is_file()  # the CSV logs do not depend on W&B
 
 
+def test_logger_none_builds_no_logger_and_writes_no_log(tmp_path) -> None:
+    cfg = compose_cfg(["logger=none", f"run_dir={tmp_path}"])
+    assert run_loggers.build_loggers(cfg, tmp_path, "pretrain") == []
+    assert [type(lg).__name__ for lg in run_loggers.build_loggers(compose_cfg(["logger=csv"]), tmp_path,
+                                                                  "pretrain")] == ["CSVLogger"]
+
+
 def test_invalid_wandb_mode_warns_and_keeps_the_csv_logger(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "invalid")
     cfg = compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
     with pytest.warns(UserWarning, match="W&B: logger disabled"):
-        loggers = callbacks.build_loggers(cfg, tmp_path, "pretrain")
+        loggers = run_loggers.build_loggers(cfg, tmp_path, "pretrain")
     assert [type(lg).__name__ for lg in loggers] == ["CSVLogger"]
     assert wandb.run is None
 
@@ -147,7 +154,7 @@ def test_logging_errors_mid_run_warn_once(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
     cfg = compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
-    loggers = callbacks.build_loggers(cfg, tmp_path, "pretrain")
+    loggers = run_loggers.build_loggers(cfg, tmp_path, "pretrain")
     assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "SafeWandbLogger"]
     lg = loggers[1]
     lg.log_metrics({"train/loss": 1.0}, step=1)  # works
@@ -160,7 +167,7 @@ def test_logging_errors_mid_run_warn_once(tmp_path, monkeypatch) -> None:
         lg.log_metrics({"train/loss": 2.0}, step=2)
         lg.log_metrics({"train/loss": 3.0}, step=3)  # quiet after the first failure
     assert len([w for w in caught if "logging failed" in str(w.message)]) == 1
-    callbacks.finish_wandb()
+    run_loggers.finish_wandb()
     assert wandb.run is None
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))  # files inside the run folder
 
@@ -169,9 +176,9 @@ def test_failed_run_is_marked_crashed_with_its_status(tmp_path, monkeypatch) -> 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
     cfg = compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
-    assert [type(lg).__name__ for lg in callbacks.build_loggers(cfg, tmp_path, "pretrain")][-1] == "SafeWandbLogger"
+    assert [type(lg).__name__ for lg in run_loggers.build_loggers(cfg, tmp_path, "pretrain")][-1] == "SafeWandbLogger"
     (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "error": "DataError: x"}))
-    callbacks.finish_wandb()
+    run_loggers.finish_wandb()
     wandb.teardown()  # stop the service process: the record log is complete on disk once it has exited
     (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     r = read_wandb_run(path)
@@ -185,7 +192,7 @@ def test_ddp_ranks_above_zero_start_no_wandb_run(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(wandb, "init", lambda *a, **kw: calls.append(kw))
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     cfg = compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
-    assert [type(lg).__name__ for lg in callbacks.build_loggers(cfg, tmp_path, "pretrain")] == ["CSVLogger"]
+    assert [type(lg).__name__ for lg in run_loggers.build_loggers(cfg, tmp_path, "pretrain")] == ["CSVLogger"]
     assert calls == []
 
 
@@ -196,15 +203,15 @@ def test_group_name_and_tags_follow_the_sweep_folder(tmp_path, monkeypatch) -> N
     arm = tmp_path / "outputs" / "roberta_table2" / "multirun" / "2026-01-02_03-04-05" / "format=doc_sentences" / "seed=2"
     cfg = compose_cfg(["experiment=roberta_table2", "format=doc_sentences", "seed=2", "logger=wandb",
                        f"run_dir='{arm}'"])
-    kw = callbacks.wandb_settings(cfg, arm / "glue" / "SYN-NEXT" / "seed=0", "finetune")
+    kw = run_loggers.wandb_settings(cfg, arm / "glue" / "SYN-NEXT" / "seed=0", "finetune")
     assert kw["group"] == "roberta_table2/2026-01-02_03-04-05"
     assert kw["name"] == "format=doc_sentences/seed=2 finetune" and kw["job_type"] == "finetune"
     assert {"format=doc_sentences", "nsp=False", "masking=dynamic"} <= set(kw["tags"])
     assert kw["dir"] == str(arm)  # W&B files inside the arm folder...
     assert kw["config"]["nsp"] is False and "${" not in json.dumps(kw["config"])
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
-    assert callbacks.wandb_settings(cfg, arm, "pretrain")["dir"] is None  # ...unless WANDB_DIR says otherwise
+    assert run_loggers.wandb_settings(cfg, arm, "pretrain")["dir"] is None  # ...unless WANDB_DIR says otherwise
     single = compose_cfg(["experiment=smoke", "logger=wandb", f"run_dir={tmp_path / 'one'}"])
-    assert callbacks.wandb_settings(single, tmp_path / "one", "pretrain")["group"] == "smoke"
+    assert run_loggers.wandb_settings(single, tmp_path / "one", "pretrain")["group"] == "smoke"
     # The resolved format (auto -> segment_pair with NSP) is what the tags say.
-    assert "format=segment_pair" in callbacks.wandb_settings(single, tmp_path / "one", "pretrain")["tags"]
+    assert "format=segment_pair" in run_loggers.wandb_settings(single, tmp_path / "one", "pretrain")["tags"]

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from robablate.errors import ConfigError
+from robablate.schema import AXES
 
-# The ablation axes (RoBERTa Tables 1-3; docs/facts.md §1) in table order; `nsp` is a plain bool key, the others are groups.
-AXES = ("masking", "nsp", "format", "batch", "seq_len", "scheduler", "model", "corpus")
 # Groups with option names that look like numbers (`seq_len=128`): Hydra would parse the value as an
 # int and refuse it as a group override, so command lines are normalised by `normalize_overrides`.
 NUMERIC_OPTION_GROUPS = ("seq_len", "batch")
-MASKING_STRATEGIES = ("static", "dynamic")
 # batch.unit: `tokens` fills every optimizer step to the same number of tokens fed, whatever the
 # format (RoBERTa §4.2 did this for DOC-SENTENCES); `sequences` takes batch.size instances (BERT).
 BATCH_UNITS = ("tokens", "sequences")
-# The five special tokens plus a minimal alphabet (byte-level BPE needs all 256 bytes).
-MIN_VOCAB = {"wordpiece": 5 + 32, "bpe": 5 + 256}
 
 
 def nsp_for_format(name: str) -> bool:
@@ -84,7 +80,6 @@ class Plan:
     precision: str
     tune_lr: list[float] | None = None   # the per-arm LR grid (tune.lr), None = no tuning
     tune_tokens: int | None = None       # tokens fed per pilot run of the grid
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,24 +141,18 @@ def validate(cfg: DictConfig) -> Plan:
     nsp = _get(cfg, "nsp")
     _require(isinstance(nsp, bool), "nsp", f"expected true or false, got {nsp!r}.")
 
-    # Masking (BERT §3.1; docs/facts.md §2): one masking function for both arms; only when it is applied differs.
-    strategy = _get(cfg, "masking.name")
-    _require(strategy in MASKING_STRATEGIES, "masking", f"expected one of {MASKING_STRATEGIES}, got {strategy!r}.")
-    p = _get(cfg, "masking.mask_prob")
-    _require(isinstance(p, (int, float)) and 0 < p < 1, "masking.mask_prob", f"expected a number in (0, 1), got {p!r}.")
-    fm, fr = _get(cfg, "masking.mask_token_frac", 0.8), _get(cfg, "masking.random_token_frac", 0.1)
-    _require(0 <= fm and 0 <= fr and fm + fr <= 1, "masking.mask_token_frac/random_token_frac",
-             f"expected non-negative fractions summing to at most 1, got {fm} and {fr}.")
-    if strategy == "static":
-        d = _get(cfg, "masking.dupe_factor")
-        _require(isinstance(d, int) and d >= 1, "masking.dupe_factor", f"expected an integer >= 1 for static masking, got {d!r}.")
+    # Each rule has one home, the module that applies it; these checks run before any compute.
+    from robablate.data.masking import validate_masking
+    from robablate.data.tokenizer import validate_tokenizer
+    from robablate.models.bert import BertConfig
+    from robablate.optim import validate_optimizer, validate_scheduler, warmup_steps
+
+    validate_masking(cfg.masking)  # BERT §3.1 / RoBERTa §4.1; docs/facts.md §2
 
     fmt = resolve_format(str(_get(cfg, "format.name")), nsp)
 
-    # Model and sequence length.
-    hidden, heads = _get(cfg, "model.hidden_size"), _get(cfg, "model.num_heads")
-    _require(isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads == 0,
-             "model.num_heads", f"model.hidden_size ({hidden}) must be divisible by model.num_heads ({heads}).")
+    # Model (the vocabulary comes from the tokenizer later; 1 stands in for it here) and sequence length.
+    BertConfig.from_cfg(cfg.model, vocab_size=1, pad_token_id=0)
     max_pos = int(_get(cfg, "model.max_position_embeddings", 512))
     phases_cfg = _get(cfg, "seq_len.phases")
     _require(phases_cfg is not None and len(phases_cfg) > 0, "seq_len.phases", "expected at least one phase.")
@@ -181,13 +170,7 @@ def validate(cfg: DictConfig) -> Plan:
     ssp = _get(cfg, "seq_len.short_seq_prob", 0.0)
     _require(0 <= ssp < 1, "seq_len.short_seq_prob", f"expected a probability in [0, 1), got {ssp!r}.")
 
-    # Tokenizer.
-    kind = _get(cfg, "tokenizer.kind")
-    if kind in MIN_VOCAB and _get(cfg, "tokenizer.path") is None:
-        vs, low = _get(cfg, "tokenizer.vocab_size"), MIN_VOCAB[kind]
-        _require(isinstance(vs, int) and vs >= low, "tokenizer.vocab_size",
-                 f"expected an integer >= {low} for a {kind} tokenizer (5 special tokens plus its minimal "
-                 f"alphabet), got {vs!r}.")
+    validate_tokenizer(cfg.tokenizer)
 
     # Batch: the global batch is realised as micro-batch x accumulation x devices (RoBERTa Table 3).
     size = _get(cfg, "batch.size")
@@ -233,18 +216,9 @@ def validate(cfg: DictConfig) -> Plan:
     target = int(round(sum(ph.steps * ph.tokens_per_step for ph in phases) / total))
     tune_lr, tune_tokens = _tune(cfg, budget=total * target)
 
-    from robablate.optim import validate_optimizer, validate_scheduler
-
     validate_optimizer(cfg.optimizer)
     validate_scheduler(cfg.scheduler)
-    wu_steps, wu_frac = _get(cfg, "scheduler.warmup_steps"), _get(cfg, "scheduler.warmup_fraction", 0.0)
-    if wu_steps is not None:
-        _require(isinstance(wu_steps, int) and wu_steps >= 0, "scheduler.warmup_steps", f"expected an integer >= 0, got {wu_steps!r}.")
-        warmup = wu_steps
-    else:
-        _require(isinstance(wu_frac, (int, float)) and 0 <= wu_frac < 1, "scheduler.warmup_fraction",
-                 f"expected a fraction in [0, 1), got {wu_frac!r}.")
-        warmup = int(round(wu_frac * total))
+    warmup = warmup_steps(cfg.scheduler, total)  # the schedule's own rule: a too-long warmup fails here
 
     every = _get(cfg, "train.val_every_steps")
     if every is None:
@@ -287,8 +261,8 @@ def _tune(cfg: DictConfig, budget: int) -> tuple[list[float] | None, int | None]
 
 
 def axes_of(cfg: DictConfig, plan: Plan | None = None) -> dict[str, Any]:
-    """The axis values of this arm, as the report groups them (format resolved from `auto`)."""
-    return {
+    """The axis values of this arm, as the report groups them (format resolved from `auto`), in AXES order."""
+    values = {
         "masking": _get(cfg, "masking.name"),
         "nsp": bool(_get(cfg, "nsp")),
         "format": plan.format if plan else _get(cfg, "format.name"),
@@ -298,3 +272,4 @@ def axes_of(cfg: DictConfig, plan: Plan | None = None) -> dict[str, Any]:
         "model": _get(cfg, "model.name"),
         "corpus": _get(cfg, "corpus.name"),
     }
+    return {a: values[a] for a in AXES}

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from robablate.callbacks import finish_wandb
+from robablate.loggers import finish_wandb
 from robablate.config import Plan, axes_of, validate
 from robablate.errors import ConfigError, RobablateError
 from robablate.overrides import check_arguments

@@ -259,15 +259,11 @@ def model_init(cfg: DictConfig) -> str:
     return init
 
 
-def make_loggers(cfg: DictConfig, run_dir: Path, job_type: str, resume_step: int | None = None) -> list:
-    from robablate.callbacks import build_loggers
-
-    return build_loggers(cfg, run_dir, job_type, resume_step)
-
-
 def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainModule, dict[str, Any]]:
     """Train the encoder; return the module and the pretraining section of results.json."""
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from robablate.loggers import build_loggers
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     ckpt_dir = run_dir / "pretrain" / "checkpoints"
@@ -299,7 +295,7 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
     if stop_at is not None:
         callbacks.append(StopAtStep(int(stop_at)))
     if cfg.trainer.enable_progress_bar:  # steps and tokens of the budget, not `Epoch 0/-2`
-        from robablate.callbacks import step_progress_bar
+        from robablate.progress import step_progress_bar
 
         callbacks.append(step_progress_bar(plan.total_steps, plan.total_steps * plan.tokens_per_step_target))
     trainer = pl.Trainer(
@@ -309,7 +305,7 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         val_check_interval=plan.val_every_steps * plan.accumulate, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, use_distributed_sampler=False, deterministic=cfg.trainer.deterministic,
         enable_progress_bar=cfg.trainer.enable_progress_bar, log_every_n_steps=cfg.trainer.log_every_n_steps,
-        logger=make_loggers(cfg, run_dir, "pretrain", resume_step), callbacks=callbacks, default_root_dir=str(run_dir / "pretrain"),
+        logger=build_loggers(cfg, run_dir, "pretrain", resume_step), callbacks=callbacks, default_root_dir=str(run_dir / "pretrain"),
         enable_model_summary=False,
     )
     module.peak_flops = peak_flops(trainer.strategy.root_device, plan.precision)

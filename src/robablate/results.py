@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from robablate.io import atomic_write_json
+from robablate.schema import SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
 PACKAGES = ("robablate", "torch", "lightning", "hydra-core", "omegaconf", "transformers", "tokenizers", "numpy",
             "scikit-learn", "scipy", "pandas", "wandb")
 

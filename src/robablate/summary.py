@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from robablate.callbacks import format_tokens
+from robablate.progress import format_tokens
 
 # Timings keys that are not stages of their own.
 _NOT_STAGES = ("total_s",)

@@ -28,6 +28,7 @@ Choices (where BERT, Hugging Face and fairseq differ; docs/facts.md §2):
 from __future__ import annotations
 
 import functools
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -105,6 +106,10 @@ def _below(prob: float) -> np.ndarray:
 
 
 def _check_fracs(mask_prob: float, mask_token_frac: float, random_token_frac: float) -> None:
+    for key, value in (("masking.mask_prob", mask_prob), ("masking.mask_token_frac", mask_token_frac),
+                       ("masking.random_token_frac", random_token_frac)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
     if not 0.0 < mask_prob < 1.0:
         raise ConfigError(f"masking.mask_prob must be in (0, 1), got {mask_prob!r}")
     for key, value in (("masking.mask_token_frac", mask_token_frac), ("masking.random_token_frac", random_token_frac)):
@@ -115,6 +120,22 @@ def _check_fracs(mask_prob: float, mask_token_frac: float, random_token_frac: fl
             "masking.mask_token_frac + masking.random_token_frac must be <= 1 (the rest stay unchanged), "
             f"got {mask_token_frac!r} + {random_token_frac!r}"
         )
+
+
+def _check_strategy(strategy: Any, dupe_factor: Any) -> None:
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"masking must be one of {list(STRATEGIES)}, got {strategy!r}")
+    if strategy == "static" and (not isinstance(dupe_factor, (int, np.integer)) or isinstance(dupe_factor, bool)
+                                 or dupe_factor < 1):
+        raise ConfigError(f"masking.dupe_factor must be a positive integer for static masking, got {dupe_factor!r}")
+
+
+def validate_masking(cfg_masking: Mapping[str, Any]) -> None:
+    """Every `masking` rule (strategy, dupe_factor, the 15% / 80-10-10 fractions), in one place;
+    config.validate calls this before any compute."""
+    get = cfg_masking.get
+    _check_strategy(get("name"), get("dupe_factor"))
+    _check_fracs(get("mask_prob"), get("mask_token_frac", 0.8), get("random_token_frac", 0.1))
 
 
 @functools.lru_cache(maxsize=8)
@@ -210,10 +231,5 @@ def mask_epoch(strategy: str, epoch: int, dupe_factor: int | None) -> int:
     40 epochs in RoBERTa). This is fairseq's view of static masking: the same code, epoch held to a
     copy index. dynamic (RoBERTa §4.1): a fresh mask every epoch.
     """
-    if strategy == "static":
-        if not isinstance(dupe_factor, (int, np.integer)) or isinstance(dupe_factor, bool) or dupe_factor < 1:
-            raise ConfigError(f"masking.dupe_factor must be a positive integer for static masking, got {dupe_factor!r}")
-        return int(epoch) % int(dupe_factor)
-    if strategy == "dynamic":
-        return int(epoch)
-    raise ConfigError(f"masking must be one of {list(STRATEGIES)}, got {strategy!r}")
+    _check_strategy(strategy, dupe_factor)
+    return int(epoch) % int(dupe_factor) if strategy == "static" else int(epoch)

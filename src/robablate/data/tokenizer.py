@@ -199,18 +199,27 @@ def _validate(cfg: Mapping[str, Any]) -> tuple[str, int, bool, int, int | None]:
     return kind, vs, bool(_cfg(cfg, "lowercase", True)), mf, td
 
 
+def validate_tokenizer(cfg_tokenizer: Mapping[str, Any]) -> tuple[str, int, bool, int, int | None] | None:
+    """Every `tokenizer` rule (config.validate calls this before any compute): None for a folder to
+    load (`kind: pretrained` or a non-null `path`), else the checked (kind, vocab_size, lowercase,
+    min_frequency, train_docs) of a tokenizer to train."""
+    kind = _cfg(cfg_tokenizer, "kind", "wordpiece")
+    if kind == "pretrained" or _cfg(cfg_tokenizer, "path") is not None:
+        if _cfg(cfg_tokenizer, "path") is None:
+            raise ConfigError("tokenizer.path: required with tokenizer=pretrained "
+                              "(a local Hugging Face tokenizer folder).")
+        return None
+    return _validate(cfg_tokenizer)
+
+
 def get_tokenizer(cfg_tokenizer: Mapping[str, Any], documents_factory: Callable[[], Iterable[list[str]]],
                   cache_dir: str | os.PathLike, corpus_fingerprint: str):
     """The run's tokenizer (a transformers PreTrainedTokenizerFast). `kind: pretrained` or a non-null
     `path` loads that folder; otherwise train on the corpus once and reuse the cached folder."""
-    kind = _cfg(cfg_tokenizer, "kind", "wordpiece")
-    path = _cfg(cfg_tokenizer, "path")
-    if kind == "pretrained" or path is not None:
-        if path is None:
-            raise ConfigError("tokenizer.path: required with tokenizer=pretrained "
-                              "(a local Hugging Face tokenizer folder).")
-        return load_tokenizer(path)
-    kind, vocab_size, lowercase, min_frequency, train_docs = _validate(cfg_tokenizer)
+    settings = validate_tokenizer(cfg_tokenizer)
+    if settings is None:
+        return load_tokenizer(_cfg(cfg_tokenizer, "path"))
+    kind, vocab_size, lowercase, min_frequency, train_docs = settings
     folder = Path(cache_dir) / "tokenizers" / tokenizer_key(cfg_tokenizer, corpus_fingerprint)
 
     def build(tmp: Path) -> None:

@@ -140,11 +140,11 @@ def finetune_task(encoder_state: Mapping[str, torch.Tensor] | None, model_cfg: B
                   tokenizer: Any, task: str, data_dir: str | Path | None, seed: int,
                   cfg_glue: Mapping[str, Any], out_dir: str | Path, *, cache_dir: str | Path | None = None,
                   encoded: Mapping[str, EncodedSplit] | None = None, trainer_kwargs: Mapping[str, Any] | None = None,
-                  loggers: list | None = None) -> dict[str, Any]:
+                  loggers: list | None = None, csv_log: bool = True) -> dict[str, Any]:
     """Fine-tune one encoder on one task with one seed; return the best epoch's dev metrics and score.
 
     encoder_state None = a randomly initialised encoder (the "no pretraining" baseline). Writes
-    out_dir/metrics.csv (CSVLogger: train loss per step, dev metrics per epoch),
+    out_dir/metrics.csv (CSVLogger: train loss per step, dev metrics per epoch; not with csv_log=False),
     out_dir/dev_predictions.tsv (the selected epoch's predictions) and, when `encoded` holds test
     splits (load_encoded(with_test=True)), the selected epoch's GLUE-server files in out_dir/submission/.
     """
@@ -176,7 +176,7 @@ def finetune_task(encoder_state: Mapping[str, torch.Tensor] | None, model_cfg: B
     trainer = pl.Trainer(
         devices=1, max_epochs=epochs, num_sanity_val_steps=0, enable_checkpointing=False,
         enable_model_summary=False, log_every_n_steps=max(1, min(50, dm.steps_per_epoch())),
-        logger=[CSVLogger(save_dir=str(out_dir), name="", version=""), *(loggers or [])],
+        logger=[*([CSVLogger(save_dir=str(out_dir), name="", version="")] if csv_log else []), *(loggers or [])],
         default_root_dir=str(out_dir), **kw)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -234,7 +234,7 @@ def finetune_all(cfg: Any, run_dir: str | Path, hf_dir: str | Path, tokenizer: A
     with the best dev score (dev-set selection, as for the grid), ready to zip and upload."""
     from omegaconf import OmegaConf
 
-    from robablate.callbacks import build_loggers
+    from robablate.loggers import build_loggers, wants_csv
     from robablate.config import resolve_precision
     from robablate.data import synthetic
     from robablate.data.tokenizer import load_tokenizer
@@ -274,10 +274,11 @@ def finetune_all(cfg: Any, run_dir: str | Path, hf_dir: str | Path, tokenizer: A
                 out_dir = run_dir / "glue" / spec.name / f"seed={seed}"
                 out_dir = out_dir / sub if sub else out_dir
                 # W&B (logger=wandb): the arm's one finetune run, metrics under "<task>/seed=<n>/";
-                # finetune_task writes the CSV log itself.
-                loggers = build_loggers(cfg, out_dir, "finetune")[1:]
+                # finetune_task writes the CSV log itself (not under logger=none).
+                loggers = build_loggers(cfg, out_dir, "finetune", csv_log=False)
                 r = finetune_task(state, config, tokenizer, spec.name, data_dir, seed, {**cfg_glue, **point},
-                                  out_dir, encoded=encoded, trainer_kwargs=trainer_kwargs, loggers=loggers)
+                                  out_dir, encoded=encoded, trainer_kwargs=trainer_kwargs, loggers=loggers,
+                                  csv_log=wants_csv(cfg))
                 tried.append({**r, "hparams": point})
             best = select_best(tried)
             runs.append({"seed": seed, "metrics": best["metrics"], "score": best["score"],

@@ -15,10 +15,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+from robablate.schema import AXES, SCHEMA_VERSION
+
 RESULTS_NAME = "results.json"
-# Same order as robablate.config.AXES (kept here so reading results never imports torch/hydra code).
-AXES = ("masking", "nsp", "format", "batch", "seq_len", "scheduler", "model", "corpus")
 PRETRAIN_TASK = "pretrain"
 PRETRAIN_METRICS = ("val_mlm_loss", "val_mlm_ppl", "val_mlm_acc", "val_nsp_acc", "tokens_per_s")
 # BLiMP (Warstadt et al. 2020) read-outs: accuracy over minimal pairs, one value per run (no

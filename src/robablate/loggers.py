@@ -151,7 +151,7 @@ def _make_safe_wandb_logger():
         def finalize(self, status: str) -> None:
             self._guard(super().finalize, status)
 
-    # Picklable as robablate.callbacks.SafeWandbLogger (trainer=ddp_spawn pickles the loggers; the
+    # Picklable as robablate.loggers.SafeWandbLogger (trainer=ddp_spawn pickles the loggers; the
     # spawned rank 0 re-attaches to this process's W&B run through WandbLogger.__getstate__).
     SafeWandbLogger.__module__, SafeWandbLogger.__qualname__ = __name__, "SafeWandbLogger"
     return SafeWandbLogger
@@ -161,9 +161,6 @@ def __getattr__(name: str) -> Any:
     """`SafeWandbLogger` is built on first use: importing this module must not import Lightning."""
     if name == "SafeWandbLogger":
         globals()[name] = cls = _make_safe_wandb_logger()
-        return cls
-    if name == "StepProgressBar":  # picklable by name (ddp_spawn pickles the callbacks)
-        globals()[name] = cls = _make_step_progress_bar()
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -213,13 +210,20 @@ def _csv_logger(run_dir: Path, job_type: str, resume_step: int | None):
     return logger
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, job_type: str, resume_step: int | None = None) -> list:
-    """CSV always (results never depend on W&B); plus W&B when logger=wandb and it starts.
+def wants_csv(cfg: DictConfig) -> bool:
+    """logger=csv and logger=wandb write metrics.csv; logger=none writes no log at all."""
+    return cfg.logger.get("name") != "none"
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, job_type: str, resume_step: int | None = None,
+                  csv_log: bool = True) -> list:
+    """CSV unless logger=none (results never depend on W&B); plus W&B when logger=wandb and it starts.
 
     `run_dir` is where this trainer writes (the arm folder for pretraining, glue/<task>/seed=<n>
     for a fine-tuning run); the W&B run is per arm and stage. `resume_step`: the optimizer step of
-    the checkpoint a resumed run starts from (the CSV log keeps the rows before it)."""
-    loggers: list = [_csv_logger(Path(run_dir), job_type, resume_step)]
+    the checkpoint a resumed run starts from (the CSV log keeps the rows before it). csv_log=False:
+    no CSV logger here (GLUE fine-tuning writes its own, in the task folder)."""
+    loggers: list = [_csv_logger(Path(run_dir), job_type, resume_step)] if csv_log and wants_csv(cfg) else []
     if cfg.logger.get("name") != "wandb" or _global_rank() != 0:
         return loggers  # DDP ranks > 0 (ddp, SLURM tasks) log nothing: rank 0 owns the W&B run
     try:
@@ -292,78 +296,3 @@ def finish_wandb() -> None:
         wandb.finish(exit_code=exit_code)
     except Exception as e:  # noqa: BLE001
         _warn(f"wandb.finish failed ({type(e).__name__}: {e})")
-
-
-def format_tokens(n: float) -> str:
-    """1234 -> "1.2k", 2_000_000 -> "2.0M" (a progress line, not a table)."""
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.1f}{unit}"
-    return f"{int(n)}"
-
-
-def progress_text(step: int, total_steps: int, tokens: float, token_budget: float) -> str:
-    """What the pretraining progress line says: optimizer steps and tokens of the budget
-    (`step 120/489 · tokens 0.5M/2.0M`), not Lightning's epochs (`Epoch 0/-2` with max_epochs=-1)."""
-    return f"step {step}/{total_steps} · tokens {format_tokens(tokens)}/{format_tokens(token_budget)}"
-
-
-def _make_step_progress_bar():
-    from lightning.pytorch.callbacks import TQDMProgressBar
-
-    class StepProgressBar(TQDMProgressBar):
-        """Pretraining progress in optimizer steps and tokens of the budget. The run has one open-ended
-        epoch (max_epochs=-1, the budget is in steps), so Lightning's default bar reads `Epoch 0/-2`
-        and counts micro-batches of an epoch that means nothing here."""
-
-        TRAIN_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| [{elapsed}<{remaining}]{postfix}"
-
-        def __init__(self, total_steps: int, token_budget: float, refresh_rate: int = 1):
-            super().__init__(refresh_rate=refresh_rate)
-            self.total_steps, self.token_budget = int(total_steps), float(token_budget)
-
-        def init_train_tqdm(self):
-            bar = super().init_train_tqdm()
-            bar.bar_format = self.TRAIN_FORMAT
-            return bar
-
-        def _tokens(self, trainer, pl_module) -> float:
-            return float(getattr(pl_module, "tokens_seen", 0)) * trainer.world_size
-
-        def _show(self, trainer, pl_module) -> None:
-            bar = self.train_progress_bar
-            bar.n = trainer.global_step
-            bar.set_description(progress_text(trainer.global_step, self.total_steps,
-                                              self._tokens(trainer, pl_module), self.token_budget), refresh=False)
-            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
-            bar.refresh()
-
-        def get_metrics(self, trainer, pl_module) -> dict:
-            items = super().get_metrics(trainer, pl_module)
-            items.pop("v_num", None)
-            return items
-
-        def on_train_epoch_start(self, trainer, pl_module, *_: Any) -> None:
-            bar = self.train_progress_bar
-            bar.reset(total=self.total_steps)
-            bar.initial = 0
-            self._show(trainer, pl_module)
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-            if not self.train_progress_bar.disable and (
-                    trainer.global_step % max(1, self.refresh_rate) == 0 or trainer.global_step >= self.total_steps):
-                self._show(trainer, pl_module)
-
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            if not self.train_progress_bar.disable:
-                self._show(trainer, pl_module)
-
-    StepProgressBar.__module__, StepProgressBar.__qualname__ = __name__, "StepProgressBar"
-    return StepProgressBar
-
-
-def step_progress_bar(total_steps: int, token_budget: float):
-    """The pretraining progress bar (built on first use: importing this module must not import Lightning)."""
-    if "StepProgressBar" not in globals():
-        globals()["StepProgressBar"] = _make_step_progress_bar()
-    return globals()["StepProgressBar"](total_steps, token_budget)
