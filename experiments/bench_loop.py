@@ -21,6 +21,7 @@ rounds is reported with each round's number, the load average and the other runn
 
     python experiments/bench_loop.py [--steps 60] [--rounds 2] [--variant NAME:KEY=VAL[,KEY=VAL]]
     # --variant nopack:train.pack=false  --variant passive:OMP_WAIT_POLICY=PASSIVE  (UPPERCASE = env var)
+    # --variant hf-passive:OMP_WAIT_POLICY=PASSIVE  (a name starting with hf: another transformers run)
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def transformers_child(args) -> None:
                               get_linear_schedule_with_warmup)
 
     from robablate.config import normalize_overrides, validate
-    from robablate.data.pretrain_data import prepare
+    from robablate.datamodule import prepare
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=normalize_overrides(overrides(args.steps, args.corpus,
@@ -138,11 +139,11 @@ def transformers_child(args) -> None:
                       "loss": float(loss)}))
 
 
-def run_transformers(args, workdir: Path) -> dict:
+def run_transformers(args, env_extra: dict[str, str]) -> dict:
     cmd = [sys.executable, __file__, "--_transformers-child", "--steps", str(args.steps), "--corpus", args.corpus,
            "--cache-dir", args.cache_dir]
     t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env_extra})
     if p.returncode:
         raise SystemExit(f"transformers loop failed ({p.returncode}):\n{p.stderr[-4000:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
@@ -157,7 +158,7 @@ def padding_report(args) -> str:
 
     from robablate.config import normalize_overrides, validate
     from robablate.data.packing import pack_batch
-    from robablate.data.pretrain_data import PretrainDataModule, prepare
+    from robablate.datamodule import PretrainDataModule, prepare
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=normalize_overrides(overrides(args.steps, args.corpus,
@@ -194,32 +195,36 @@ def main() -> None:
         transformers_child(args)
         return
 
-    variants = {"robablate": ([], {})}
+    # name -> (transformers?, run.py overrides, environment); the baselines "robablate" and "transformers"
+    # run with the caller's environment and run.py's defaults.
+    variants = {"robablate": (False, [], {})}
     for spec in args.variant:
         name, _, kvs = spec.partition(":")
         pairs = [kv.split("=", 1) for kv in kvs.split(",") if kv]
-        variants[f"robablate {name}"] = ([f"{k}={v}" for k, v in pairs if not k.isupper()],
-                                        {k: v for k, v in pairs if k.isupper()})
+        hf = name.startswith("hf")
+        variants[f"{'transformers' if hf else 'robablate'} {name}"] = (
+            hf, [f"{k}={v}" for k, v in pairs if not k.isupper()], {k: v for k, v in pairs if k.isupper()})
+    variants["transformers"] = (True, [], {})
     print(f"corpus {args.corpus}, BERT-Mini, seq 128, batch 32, {args.steps} steps x {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY in the caller: {os.environ.get('OMP_WAIT_POLICY', 'unset')}",
           flush=True)
     print(padding_report(args), flush=True)
-    rates: dict[str, list[float]] = {name: [] for name in [*variants, "transformers"]}
+    rates: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for name, (extra, env_extra) in variants.items():
+            for name, (hf, extra, env_extra) in variants.items():
                 before = busy()
-                res = run_robablate(args, extra, env_extra, Path(tmp))
+                if hf:
+                    res = run_transformers(args, env_extra)
+                    detail = (f"padding {res['padding_fraction']:.1%}, OMP_WAIT_POLICY="
+                              f"{env_extra.get('OMP_WAIT_POLICY', os.environ.get('OMP_WAIT_POLICY', 'unset'))}, "
+                              f"loss {res['loss']:.3f}")
+                else:
+                    res = run_robablate(args, extra, env_extra, Path(tmp))
+                    detail = f"{res['policy']}, val MLM {res['val_mlm_loss']:.3f}"
                 rates[name].append(res["tokens_per_s"])
-                print(f"round {r} {name:22s} {res['tokens_per_s']:8,.0f} real tokens/s  "
-                      f"({res['tokens_per_step']:.0f} tokens/step, {res['steps']} steps, {res['wall_s']:.0f} s wall, "
-                      f"{res['policy']}; at start: {before}; val MLM {res['val_mlm_loss']:.3f})", flush=True)
-            before = busy()
-            res = run_transformers(args, Path(tmp))
-            rates["transformers"].append(res["tokens_per_s"])
-            print(f"round {r} {'transformers':22s} {res['tokens_per_s']:8,.0f} real tokens/s  "
-                  f"({res['tokens_per_step']:.0f} tokens/step, padding {res['padding_fraction']:.1%}, "
-                  f"{res['wall_s']:.0f} s wall; at start: {before}; loss {res['loss']:.3f})", flush=True)
+                print(f"round {r} {name:24s} {res['tokens_per_s']:8,.0f} real tokens/s  ({res['tokens_per_step']:.0f} "
+                      f"tokens/step, {res['wall_s']:.0f} s wall, {detail}; at start: {before})", flush=True)
     base = statistics.median(rates["transformers"])
     print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print("| loop | real tokens/s (median; per round) | vs transformers |\n|---|---:|---:|")
