@@ -1,6 +1,6 @@
 """Preprocessing cost on WikiText-2: tokenizer training + token cache build, then cache reuse.
 
-Each measurement runs `robablate.data.pretrain_data.prepare` (what `python run.py` does before
+Each measurement runs `robablate.datamodule.prepare` (what `python run.py` does before
 training: tokenizer, token caches for train and validation, instances) in a fresh Python process:
   build 1x   fresh cache dir, WikiText-2 train.txt (corpus=text, document_boundary=heading)
   reuse 1x   the same cache dir again (tokenizer and token caches are loaded, instances rebuilt)
@@ -36,7 +36,7 @@ def rss_mb():  # current RSS from /proc (Linux), MiB
 t_start = time.perf_counter()
 from hydra import compose, initialize_config_dir
 from robablate.config import validate
-from robablate.data.pretrain_data import prepare
+from robablate.datamodule import prepare
 conf, corpus, glob, cache = sys.argv[1:5]
 with initialize_config_dir(config_dir=conf, version_base="1.3"):
     cfg = compose(config_name="config", overrides=[
@@ -44,7 +44,7 @@ with initialize_config_dir(config_dir=conf, version_base="1.3"):
         f"cache_dir={cache}", "run_dir=" + cache + "/run", "glue=none"])
 plan = validate(cfg)
 import_s = time.perf_counter() - t_start
-import robablate.data.pretrain_data as pd
+import robablate.datamodule as pd
 peak_mb = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 before_instances = []
 build_instances = pd.build_instances

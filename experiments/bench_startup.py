@@ -60,7 +60,7 @@ def patch_pretrain(m):
 
 PATCHES = {
     "robablate.pipeline": lambda m: wrap(m, "run", lambda: mark("pipeline_run")),
-    "robablate.data.pretrain_data": lambda m: wrap(m, "prepare", lambda: mark("prepare")),
+    "robablate.datamodule": lambda m: wrap(m, "prepare", lambda: mark("prepare")),
     "robablate.pretrain": patch_pretrain,
 }
 
@@ -126,12 +126,12 @@ def one_run(run_dir: Path, cache: Path) -> dict[str, float]:
 # Packages worth naming in the import breakdown (each is reported at its first import, cumulative,
 # so a nested one is also counted in its parent: torchmetrics inside lightning, for instance).
 KEY_IMPORTS = ("hydra", "omegaconf", "numpy", "torch", "torch._dynamo", "lightning", "torchmetrics", "transformers",
-               "tokenizers", "scipy", "sympy", "matplotlib", "robablate.data.pretrain_data", "robablate.pretrain")
+               "tokenizers", "scipy", "sympy", "matplotlib", "robablate.datamodule", "robablate.pretrain")
 
 
 def import_times() -> list[tuple[float, str, int]]:
     """(cumulative s, package, nesting depth) at the first import of each KEY_IMPORTS package."""
-    code = "import hydra, omegaconf, robablate.config, robablate.pipeline, robablate.data.pretrain_data, robablate.pretrain"
+    code = "import hydra, omegaconf, robablate.config, robablate.pipeline, robablate.datamodule, robablate.pretrain"
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=ROOT, capture_output=True, text=True)
     rows = []
     for line in proc.stderr.splitlines():

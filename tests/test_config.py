@@ -93,6 +93,10 @@ BAD = [
     (["tokenizer.vocab_size=8"], ["tokenizer.vocab_size"]),
     (["model.num_heads=3"], ["model.num_heads"]),
     (["masking=static", "masking.dupe_factor=0"], ["masking.dupe_factor"]),
+    # Rules owned by other modules, still raised by validate (before any compute):
+    (["train.max_steps=10", "scheduler.warmup_steps=10"], ["scheduler.warmup_steps"]),  # optim.warmup_steps
+    (["masking.random_token_frac=0.5"], ["masking.mask_token_frac"]),                   # data/masking.py
+    (["tokenizer=bpe", "tokenizer.vocab_size=100"], ["tokenizer.vocab_size"]),           # data/tokenizer.py
 ]
 
 

@@ -92,7 +92,8 @@ def test_resumed_run_equals_uninterrupted(tmp_path, cache_dir) -> None:
 
 def _fed_batches(cfg, n_steps: int):
     """The masked batches the trainer would be fed for the first n_steps (no training)."""
-    from robablate.data.pretrain_data import MaskedBatches, PhasedSampler, prepare
+    from robablate.data.pretrain_data import MaskedBatches
+    from robablate.datamodule import PhasedSampler, prepare
 
     plan = validate(cfg)
     data = prepare(cfg, plan)

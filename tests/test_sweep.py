@@ -160,7 +160,7 @@ def test_table1_arms_diverge_within_the_budget(cache_dir) -> None:
     """Static masking equals dynamic until epoch dupe_factor (data/masking.py mask_epoch): the preset's
     budget must make more passes than that, with each static copy seen ~4 times as in RoBERTa §4.1
     (10 copies over 40 epochs)."""
-    from robablate.data.pretrain_data import prepare
+    from robablate.datamodule import prepare
 
     cfg = compose_cfg(["experiment=roberta_table1", "masking=static", f"cache_dir={cache_dir}"])
     plan = validate(cfg)

@@ -136,7 +136,7 @@ def test_training_in_a_fresh_cache_reproduces_the_vocabulary(trained, kind, tmp_
 
 
 def test_fingerprint_follows_token_ids_not_only_the_config(trained):
-    """Token caches (data/pretrain_data.py) and GLUE encodings are keyed by tokenizer_fingerprint: the same
+    """Token caches (datamodule.py) and GLUE encodings are keyed by tokenizer_fingerprint: the same
     tokens with two ids swapped (what a retrained tokenizer can give) must not share a cache."""
     import json
 

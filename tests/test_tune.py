@@ -73,7 +73,7 @@ def test_tune_split_holds_out_the_last_documents():
 
 @pytest.mark.slow
 def test_tune_split_is_disjoint_from_the_reported_validation(tmp_path, cache_dir):
-    from robablate.data.pretrain_data import prepare
+    from robablate.datamodule import prepare
 
     cfg = compose_cfg(["experiment=smoke", "glue=none", f"cache_dir={cache_dir}", "nsp=false",
                        "train.val_instances=32"])

@@ -104,7 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if stage == "finetune":
             return _finetune_only(cfg, run_dir, base)
 
-        from robablate.data.pretrain_data import prepare
+        from robablate.datamodule import prepare
         from robablate.pretrain import pretrain
         from robablate.tune import tune_lr
 

@@ -20,7 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robablate.config import Plan
-from robablate.data.pretrain_data import PretrainDataModule, PreparedData
+from robablate.data.pretrain_data import PreparedData
+from robablate.datamodule import PretrainDataModule
 from robablate.errors import ConfigError, RobablateError
 from robablate.models.bert import BertConfig, BertForPretraining, flops_per_token
 from robablate.optim import build_optimizer, build_scheduler
