@@ -79,10 +79,10 @@ def _make_step_progress_bar():
 def __getattr__(name: str) -> Any:
     """`StepProgressBar` is built on first use (importing this module must not import Lightning) and
     is picklable by name (ddp_spawn pickles the callbacks)."""
-    if name == "StepProgressBar":
-        globals()[name] = cls = _make_step_progress_bar()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name != "StepProgressBar":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    cls = globals()[name] = _make_step_progress_bar()
+    return cls
 
 
 def step_progress_bar(total_steps: int, token_budget: float):

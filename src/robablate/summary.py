@@ -34,15 +34,19 @@ def _glue_lines(glue: dict[str, Any]) -> list[str]:
         metrics = " / ".join(f"{m} {_num(v)}" for m, v in med.items())
         lines.append(f"    {name:<10} {metrics}")
     score = glue.get("score") or {}
-    g, b, syn = score.get("glue") or {}, score.get("bert") or {}, score.get("synthetic") or {}
-    if g.get("value") is not None:
-        part = "" if g.get("complete") else f", {len(g.get('tasks') or [])} of 9 tasks: {', '.join(g['tasks'])}"
-        lines.append(f"  GLUE score    {_num(g['value'])} (GLUE benchmark convention: macro-average of task "
-                     f"scores{part})")
-    if b.get("value") is not None:
-        part = "" if b.get("complete") else f", {len(b.get('entries') or [])} of 8 entries"
-        lines.append(f"  BERT-table    {_num(b['value'])} (BERT paper convention: mean of one metric per task, "
-                     f"no WNLI{part})")
+    # (results key, label, convention, the list of what it averages, how many a complete score has)
+    conventions = (("glue", "GLUE score", "GLUE benchmark convention: macro-average of task scores", "tasks", 9),
+                   ("bert", "BERT-table", "BERT paper convention: mean of one metric per task, no WNLI",
+                    "entries", 8))
+    for key, label, convention, parts, total in conventions:
+        block = score.get(key) or {}
+        if block.get("value") is None:
+            continue
+        have = block.get(parts) or []
+        part = "" if block.get("complete") else f", {len(have)} of {total} {parts}"
+        part += f": {', '.join(have)}" if part and key == "glue" else ""
+        lines.append(f"  {label:<13} {_num(block['value'])} ({convention}{part})")
+    syn = score.get("synthetic") or {}
     if syn.get("value") is not None:
         lines.append(f"  synthetic     {_num(syn['value'])} (mean of the synthetic tasks' scores; not a GLUE score)")
     return lines

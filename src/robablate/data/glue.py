@@ -94,17 +94,18 @@ _PAIR_TEST = Layout(header=True, text_a=1, text_b=2, label=None)  # index, text_
 _STSB = Layout(header=True, text_a=7, text_b=8, label=9)
 _STSB_TEST = Layout(header=True, text_a=7, text_b=8, label=None)
 _SINGLE = Layout(header=True, text_a=0, text_b=None, label=1)   # SST-2: sentence, label
+_SINGLE_TEST = Layout(header=True, text_a=1, text_b=None, label=None)  # CoLA / SST-2 test: index, sentence
 
 GLUE_TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("CoLA", "CoLA",
              # no header: source, label, original judgement, sentence
              layout=Layout(header=False, text_a=3, text_b=None, label=1),
-             test_layout=Layout(header=True, text_a=1, text_b=None, label=None),  # index, sentence
+             test_layout=_SINGLE_TEST,
              labels=_BIN, metrics=("mcc",), main_metric="mcc",
              submission_files=("CoLA.tsv",), hf_config="cola", hf_columns=("sentence", None),
              hf_labels=(("unacceptable", "0"), ("acceptable", "1"))),
     TaskSpec("SST-2", "SST-2", layout=_SINGLE,
-             test_layout=Layout(header=True, text_a=1, text_b=None, label=None),  # index, sentence
+             test_layout=_SINGLE_TEST,
              labels=_BIN, metrics=("acc",), main_metric="acc",
              submission_files=("SST-2.tsv",), hf_config="sst2", hf_columns=("sentence", None),
              hf_labels=(("negative", "0"), ("positive", "1"))),

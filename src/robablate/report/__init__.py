@@ -23,9 +23,9 @@ from robablate.report.collect import (AXES, PRETRAIN_METRICS, collect, history_f
                                       tidy_frame)
 from robablate.report.plots import (PLOTS, plot_effects, plot_glue, plot_mlm_curve, plot_tasks,
                                     plot_throughput)
-from robablate.report.tables import (DEFAULT_METRICS, batch_sizes, compute_table, design_frame, gain_table,
-                                     off_axis_table, paired_table, resolve_baselines, summary_table, token_flags,
-                                     variance_table, varied_axes, varying_determined)
+from robablate.report.design import (batch_sizes, compute_table, design_frame, off_axis_table, resolve_baselines,
+                                     token_flags, varied_axes, varying_determined)
+from robablate.report.tables import DEFAULT_METRICS, gain_table, paired_table, summary_table, variance_table
 
 __all__ = ["Report", "load_report", "write_report", "collect", "plot_effects", "plot_tasks", "plot_glue",
            "plot_mlm_curve", "plot_throughput", "AXES", "PRETRAIN_METRICS"]

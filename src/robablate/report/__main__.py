@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     from robablate.report import load_report, render, write_report
-    from robablate.report.tables import parse_baselines
+    from robablate.report.design import parse_baselines
 
     if args.bootstrap is not None:
         print("note: --bootstrap is ignored: the report's intervals are Student t / Welch (a bootstrap "

@@ -11,7 +11,8 @@ import numpy as np
 
 from robablate.report.collect import is_glue_task
 from robablate.report.plots import effect_readouts
-from robablate.report.tables import CONTROL_ARM, NO_AXIS, eng
+from robablate.report.design import eng
+from robablate.report.tables import CONTROL_ARM, NO_AXIS
 
 METHOD = (
     "Unit of replication: the pretraining run. `mean`/`std`/`median` pool every value (runs x "

@@ -1,102 +1,23 @@
 """From the tidy frame to the report's tables: per-arm summaries, paired differences against a
-baseline arm, variance components, and the config keys that differ although no axis was swept."""
+baseline arm, gains over the random-init control, variance components. Which runs compare (arms,
+baselines, pairing, compute and config flags) is decided in report/design.py."""
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from robablate.errors import ConfigError
 from robablate.report import stats
-from robablate.report.collect import (AXES, BLIMP_METRIC, BLIMP_TASK, PRETRAIN_TASK, Run, is_blimp_task,
-                                      is_glue_task)
+from robablate.report.collect import AXES, BLIMP_METRIC, BLIMP_TASK, PRETRAIN_TASK, is_blimp_task, is_glue_task
+from robablate.report.design import design_from_tidy, comparison_context, ordered_arms, pair_ids, why_unpaired
 
 CONTROL_ARM = "random init (control)"  # the arm name of random-init control runs in every table
-LR_KEY = "plan.lr"  # the peak LR a run trained with (results["plan"]["lr"]), a design key like any other
-TOKENS_TOL = 0.02  # arms whose tokens seen differ by more than this are not compute-matched
-# The BERT-side value of each axis (docs/facts.md §1), so differences read as "RoBERTa change minus BERT".
-CANONICAL_BASELINE = {"masking": "static", "nsp": "true", "format": "segment_pair",
-                      "seq_len": "128", "scheduler": "linear"}
-# Keys that differ between runs of one experiment by design (the same list Hydra leaves out of
-# folder names, plus output/cache paths and the loader's worker count, which masking and batching
-# are independent of by construction).
-IGNORED_CONFIG_KEYS = {"seed", "experiment", "experiment_name", "run_dir", "resume", "stage", "logger",
-                       "hydra", "cache_dir", "trainer.devices", "trainer.strategy",
-                       "trainer.accelerator", "trainer.num_nodes", "train.num_workers"}
-IGNORED_LEAVES = {"seed", "run_dir", "output_dir", "out_dir", "save_dir", "log_dir", "dirpath"}
-# Which tidy metrics the summary covers unless --metric says otherwise.
 NO_AXIS = "(none)"  # the axis column when every run has the same axis values (one pooled arm)
+# Which tidy metrics the summary covers unless --metric says otherwise.
 DEFAULT_METRICS = ("score", "val_mlm_loss", "val_mlm_ppl", "val_mlm_acc", "val_nsp_acc", "tokens_per_s",
                    BLIMP_METRIC)
-
-
-def _size(v: str) -> float:
-    """'bs256' -> 256, '2k' -> 2000, '8K' -> 8000; nan when the name holds no number."""
-    m = re.search(r"(\d+(?:\.\d+)?)\s*([kKmM]?)", v)
-    if not m:
-        return np.nan
-    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
-
-
-def arm_order(axis: str, values, sizes: dict[str, float] | None = None) -> list[str]:
-    """Arms in display order; the first is the default baseline. Batch presets sort by size
-    (config batch.size when known, else the number in the name); numbers sort numerically."""
-    values = sorted(set(values))
-    if axis == "batch":
-        sizes = sizes or {}
-        key = lambda v: (np.nan_to_num(sizes.get(v, _size(v)), nan=np.inf), v)
-        return sorted(values, key=key)
-    canon = CANONICAL_BASELINE.get(axis)
-    num = lambda v: (0, float(v), v) if re.fullmatch(r"-?\d+(\.\d+)?", v) else (1, 0.0, v)
-    values = sorted(values, key=num)
-    if canon in values:
-        values.remove(canon)
-        values.insert(0, canon)
-    return values
-
-
-def batch_sizes(runs: list[Run]) -> dict[str, float]:
-    out = {}
-    for r in runs:
-        b = r.config.get("batch")
-        if isinstance(b, dict) and isinstance(b.get("size"), (int, float)):
-            out[r.axes["batch"]] = float(b["size"]) * float(b.get("scale") or 1.0)
-    return out
-
-
-def varied_axes(tidy: pd.DataFrame) -> list[str]:
-    runs = tidy.drop_duplicates("run_dir")
-    return [a for a in AXES if runs[a].nunique() > 1]
-
-
-def resolve_baselines(tidy: pd.DataFrame, axes: list[str], requested: dict[str, str] | None,
-                      sizes: dict[str, float] | None = None) -> dict[str, str]:
-    """Baseline arm per varied axis; an unknown key or value raises ConfigError naming the choices."""
-    base = {a: arm_order(a, tidy[a].unique(), sizes)[0] for a in axes}
-    for key, value in (requested or {}).items():
-        if key not in axes:
-            raise ConfigError(f"--baseline {key}={value}: '{key}' is not a varied axis of these runs; "
-                              f"available keys: {', '.join(axes) or '(none: every run has the same axes)'}")
-        values = arm_order(key, tidy[key].unique(), sizes)
-        if str(value) not in values:
-            raise ConfigError(f"--baseline {key}={value}: no run has {key}={value}; "
-                              f"available values of {key}: {', '.join(values)}")
-        base[key] = str(value)
-    return base
-
-
-def parse_baselines(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise ConfigError(f"--baseline {item!r}: expected key=value, e.g. masking=static")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def task_order(tasks) -> list[str]:
@@ -118,14 +39,6 @@ def run_level(tidy: pd.DataFrame) -> pd.DataFrame:
     return tidy.groupby(keys, sort=False, dropna=False)["value"].median().reset_index()
 
 
-def _arms(axis: str | None, frame: pd.DataFrame, baselines: dict, sizes) -> list[str]:
-    if axis is None:
-        return ["all"]
-    order = arm_order(axis, frame[axis].unique(), sizes)
-    b = baselines.get(axis)
-    return [b] + [a for a in order if a != b] if b in order else order
-
-
 def _arm_rows(frame: pd.DataFrame, axis: str | None, arm: str) -> pd.DataFrame:
     return frame if axis is None else frame[frame[axis] == arm]
 
@@ -140,7 +53,7 @@ def summary_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str]
     ctrl = _select(control, metrics) if control is not None and not control.empty else None
     rows = []
     for axis in axes or [None]:
-        arms = _arms(axis, tidy, baselines, sizes)
+        arms = ordered_arms(axis, tidy, baselines, sizes)
         tasks = set(data["task"]) | (set(ctrl["task"]) if ctrl is not None else set())
         for task in task_order(tasks):
             present = set(data.loc[data["task"] == task, "metric"])
@@ -173,189 +86,14 @@ def _describe(sub: pd.DataFrame) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- design
 
 
-def design_frame(runs: list[Run], axes: list[str]) -> pd.DataFrame:
-    """One row per run: its axes, seed, the config keys that can differ between runs (flattened,
-    without the varied axes' own groups and the keys that differ by design: seeds, paths), the
-    peak LR it trained with (results["plan"]["lr"]), whether that LR was tuned per arm
-    (results["tune"]), and the tokens it was fed (results["pretrain"]["tokens_seen"])."""
-    rows = []
-    for r in runs:
-        config = flatten(r.config)
-        flat = {k: _show(config, k) for k in config if not _ignored(k, set(axes))}
-        plan, tune, pre = (r.data.get(k) if isinstance(r.data.get(k), dict) else {}
-                           for k in ("plan", "tune", "pretrain"))
-        rows.append({"run_dir": r.run_dir, **r.axes, "seed": r.seed, **flat,
-                     LR_KEY: _show(plan, "lr") if "lr" in plan else "<missing>",
-                     "_lr": _num_or_nan(plan.get("lr")), "_tuned": bool(tune),
-                     "_tune_rule": str(tune.get("rule") or ""),
-                     "_tokens": _num_or_nan(pre.get("tokens_seen")),
-                     "_tokens_per_step": _num_or_nan(pre.get("tokens_per_step")),
-                     "_tokens_per_step_target": _num_or_nan(plan.get("tokens_per_step_target"))})
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame(columns=["run_dir", *AXES, "seed", LR_KEY, "_lr", "_tuned", "_tune_rule", "_tokens",
-                                     "_tokens_per_step", "_tokens_per_step_target"])
-    key_cols = [c for c in df.columns if c not in ("run_dir", "seed") and not c.startswith("_")]
-    df[key_cols] = df[key_cols].fillna("<missing>").astype(str)
-    return df
-
-
-def _num_or_nan(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
-
-
-def design_keys(design: pd.DataFrame, axis: str) -> list[str]:
-    """The keys a run's design is made of, apart from `axis` itself and the seed."""
-    return [c for c in design.columns if c not in ("run_dir", "seed", axis) and not c.startswith("_")]
-
-
-def determined_keys(design: pd.DataFrame, axis: str) -> list[str]:
-    """Keys that `axis` determines in these runs: each value of the axis maps to exactly one value
-    of the key (functional dependence, not only one-to-one: format determines nsp although two
-    formats share nsp=true). Constant keys are trivially determined."""
-    if design.empty or axis not in design:
-        return []
-    g = design.groupby(axis)
-    return [k for k in design_keys(design, axis) if (g[k].nunique(dropna=False) == 1).all()]
-
-
-def varying_determined(design: pd.DataFrame, axis: str) -> list[str]:
-    """Determined keys that actually differ between arms (worth naming in the report)."""
-    return [k for k in determined_keys(design, axis) if design[k].nunique(dropna=False) > 1]
-
-
-def pairing_keys(design: pd.DataFrame, axis: str) -> list[str]:
-    """Runs of two arms pair when they agree on these keys and the seed: every key other than the
-    compared axis and the keys it determines. A per-arm tuned LR is part of the arm (protocol)."""
-    det = set(determined_keys(design, axis))
-    keys = [k for k in design_keys(design, axis) if k not in det]
-    if LR_KEY in keys and design["_tuned"].all():
-        keys.remove(LR_KEY)
-    return keys
-
-
-def pair_ids(design: pd.DataFrame, axis: str) -> pd.Series:
-    """run_dir -> the identity two runs must share to pair on `axis` (seed + pairing keys)."""
-    keys = pairing_keys(design, axis)
-    ident = design[["seed", *keys]].astype(str).agg("|".join, axis=1)
-    return pd.Series(ident.to_numpy(), index=design["run_dir"].to_numpy())
-
-
-def why_unpaired(design: pd.DataFrame, axis: str, arm: str, base: str) -> str:
-    """Why fewer than 2 runs of `arm` and `base` pair: no shared seed, or the pairing keys that differ
-    between the runs that share a seed but did not pair."""
-    a, b = design[design[axis] == arm], design[design[axis] == base]
-    shared = set(a["seed"].dropna()) & set(b["seed"].dropna())
-    if not shared:
-        return "no shared seeds"
-    keys = pairing_keys(design, axis)
-    paired, blocking = 0, set()
-    for s in sorted(shared):
-        diffs = [{k for k in keys if ra[k] != rb[k]} for _, ra in a[a["seed"] == s].iterrows()
-                 for _, rb in b[b["seed"] == s].iterrows()]
-        if any(not d for d in diffs):
-            paired += 1
-        else:
-            blocking |= set.union(*diffs)
-    head = f"{paired} pair (need 2)" if paired == 1 else ""
-    if blocking:
-        why = f"configs differ in {', '.join(sorted(blocking))} (not determined by {axis})"
-        return f"{head}; {why}" if head else why
-    return head or "fewer than 2 pairs"
-
-
-def arm_differences(design: pd.DataFrame, axis: str, arm: str, base: str) -> list[tuple[str, str, str]]:
-    """(key, base values, arm values) for every off-axis key whose values differ between the arms."""
-    a, b = design[design[axis] == arm], design[design[axis] == base]
-    out = []
-    for k in design_keys(design, axis):
-        va, vb = sorted(set(a[k])), sorted(set(b[k]))
-        if va != vb:
-            out.append((k, "/".join(vb), "/".join(va)))
-    return out
-
-
-def tokens_flag(tokens_arm: float, tokens_base: float, tol: float = TOKENS_TOL) -> str:
-    """'' when the arm saw the baseline's tokens within `tol` (relative to the baseline), else the flag."""
-    if not (np.isfinite(tokens_arm) and np.isfinite(tokens_base)) or tokens_base <= 0:
-        return ""
-    rel = tokens_arm / tokens_base - 1
-    if abs(rel) <= tol:
-        return ""
-    return (f"tokens seen {100 * rel:+.1f}% ({eng(tokens_base)} -> {eng(tokens_arm)}; "
-            f"> ±{100 * tol:g}%: not compute-matched)")
-
-
-def eng(x: float) -> str:
-    return f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x / 1e3:.4g}k" if x >= 1e3 else f"{x:g}"
-
-
-def comparison_context(design: pd.DataFrame, axis: str, arm: str, base: str) -> dict[str, Any]:
-    """What else differs between two compared arms: tokens seen (flagged above 2%), the LR each
-    trained with (flagged when it differs and was not tuned per arm), every other off-axis key."""
-    a, b = design[design[axis] == arm], design[design[axis] == base]
-    ta, tb = a["_tokens"].mean(), b["_tokens"].mean()
-    flags = [f] if (f := tokens_flag(ta, tb)) else []
-    diffs = arm_differences(design, axis, arm, base)
-    tuned = bool(len(a) and len(b) and a["_tuned"].all() and b["_tuned"].all())
-    lr_note = ""
-    if any(k == LR_KEY for k, _, _ in diffs):
-        vb, va = next((vb, va) for k, vb, va in diffs if k == LR_KEY)
-        lr_note = f"lr tuned per arm ({vb} vs {va})" if tuned else f"lr {vb} vs {va} (set by preset, not tuned)"
-        if not tuned:
-            flags.append(lr_note)
-    det = set(determined_keys(design, axis))
-    also = [f"{k}: {vb} -> {va}" + ("" if k in det else " (varies within arm)")
-            for k, vb, va in diffs if k != LR_KEY]
-    # Another axis set with this one (format sets nsp) is the design; a plain config key that differs
-    # between the compared arms is a confound (an LR is handled above, as tuned or not).
-    flags += [f"config differs: {k} {vb} -> {va}" for k, vb, va in diffs if k != LR_KEY and k not in AXES]
-    return {"tokens_arm": ta, "tokens_base": tb, "tokens_rel": ta / tb - 1 if tb else np.nan,
-            "lr_arm": "/".join(sorted(set(a[LR_KEY]))), "lr_base": "/".join(sorted(set(b[LR_KEY]))),
-            "lr_tuned": tuned, "lr_note": lr_note, "also_differs": "; ".join(also), "flags": "; ".join(flags)}
-
-
-def compute_table(design: pd.DataFrame, axes: list[str], baselines: dict[str, str], sizes=None) -> pd.DataFrame:
-    """Per axis and arm: tokens seen (mean, min, max over runs; relative to the baseline arm), the
-    realised tokens per optimizer step and its target when the runs record them, and the LR it
-    trained with, chosen per arm (results["tune"]) or set by the preset."""
-    rows = []
-    for axis in axes:
-        base = design[design[axis] == baselines[axis]]["_tokens"].mean()
-        for arm in _arms(axis, design, baselines, sizes):
-            d = design[design[axis] == arm]
-            t = d["_tokens"]
-            rows.append({"axis": axis, "arm": arm, "baseline": arm == baselines[axis], "n_runs": len(d),
-                         "tokens_mean": t.mean(), "tokens_min": t.min(), "tokens_max": t.max(),
-                         "tokens_vs_base": t.mean() / base - 1 if base else np.nan,
-                         "tokens_per_step": d["_tokens_per_step"].mean(),
-                         "tokens_per_step_target": d["_tokens_per_step_target"].mean(),
-                         "lr": "/".join(sorted(set(d[LR_KEY]))),
-                         "lr_source": "tuned per arm: " + d["_tune_rule"].iloc[0] if len(d) and d["_tuned"].all()
-                         else "preset / config (not tuned)"})
-    return pd.DataFrame(rows, columns=["axis", "arm", "baseline", "n_runs", "tokens_mean", "tokens_min",
-                                       "tokens_max", "tokens_vs_base", "tokens_per_step", "tokens_per_step_target",
-                                       "lr", "lr_source"])
-
-
-def token_flags(design: pd.DataFrame, axes: list[str], sizes=None) -> pd.DataFrame:
-    """Every pair of arms of an axis whose mean tokens seen differ by more than 2% (the larger
-    relative to the smaller): a comparison between them is not compute-matched, whichever is the
-    baseline."""
-    rows = []
-    for axis in axes:
-        arms = arm_order(axis, design[axis].unique(), sizes)
-        means = design.groupby(axis)["_tokens"].mean()
-        for i, a in enumerate(arms):
-            for b in arms[i + 1:]:
-                hi, lo = (a, b) if means[a] >= means[b] else (b, a)
-                if f := tokens_flag(means[hi], means[lo]):
-                    rows.append({"axis": axis, "arm_more": hi, "arm_fewer": lo, "tokens_more": means[hi],
-                                 "tokens_fewer": means[lo], "flag": f})
-    return pd.DataFrame(rows, columns=["axis", "arm_more", "arm_fewer", "tokens_more", "tokens_fewer", "flag"])
-
-
 # ------------------------------------------------------------------------------------------ compare
+
+
+def with_holm(axis_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of one axis with p_holm: p adjusted over all of them (Holm 1979)."""
+    for r, p in zip(axis_rows, stats.holm([r["p_value"] for r in axis_rows])):
+        r["p_holm"] = p
+    return axis_rows
 
 
 def paired_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
@@ -373,12 +111,12 @@ def paired_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
     data = _select(tidy, metrics)
     runs = run_level(data)
     if design is None:
-        design = _design_from_tidy(tidy)
+        design = design_from_tidy(tidy)
     rows = []
     for axis in axes:
         ids = pair_ids(design, axis)
         base = baselines[axis]
-        arms = _arms(axis, tidy, baselines, sizes)[1:]
+        arms = ordered_arms(axis, tidy, baselines, sizes)[1:]
         context = {arm: comparison_context(design, axis, arm, base) for arm in arms}
         unpaired = {arm: why_unpaired(design, axis, arm, base) for arm in arms}
         axis_rows = []
@@ -389,9 +127,7 @@ def paired_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
                 for arm in arms:
                     axis_rows.append({"axis": axis, "arm": arm, "baseline": base, "task": task, "metric": metric,
                                       **compare(rl, raw, axis, arm, base, ids, unpaired[arm]), **context[arm]})
-        for r, p in zip(axis_rows, stats.holm([r["p_value"] for r in axis_rows])):
-            r["p_holm"] = p
-        rows.extend(axis_rows)
+        rows.extend(with_holm(axis_rows))
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
@@ -399,14 +135,6 @@ PAIRED_COLUMNS = ["axis", "arm", "baseline", "task", "metric", "n_arm", "n_base"
                   "method", "diff_mean", "diff_ci_low", "diff_ci_high", "df", "p_value", "p_holm", "sd",
                   "mde", "runs_needed", "verdict", "tokens_arm", "tokens_base", "tokens_rel", "lr_arm",
                   "lr_base", "lr_tuned", "lr_note", "also_differs", "flags"]
-
-
-def _design_from_tidy(tidy: pd.DataFrame) -> pd.DataFrame:
-    """A design frame from axes and seeds alone (when no Run objects are at hand)."""
-    d = tidy.drop_duplicates("run_dir")[["run_dir", *AXES, "seed"]].copy()
-    d[LR_KEY], d["_lr"], d["_tuned"], d["_tune_rule"] = "<missing>", np.nan, False, ""
-    d["_tokens"] = d["_tokens_per_step"] = d["_tokens_per_step_target"] = np.nan
-    return d.reset_index(drop=True)
 
 
 def compare(rl: pd.DataFrame, raw: pd.DataFrame, col: str, arm: str, base: str, ids: pd.Series | None,
@@ -485,14 +213,12 @@ def gain_table(tidy: pd.DataFrame, control: pd.DataFrame, axes: list[str], basel
             for metric in [m for m in metrics if m in set(runs.loc[(runs["task"] == task) & (runs["_arm"] == CONTROL_ARM), "metric"])]:
                 rl = runs[(runs["task"] == task) & (runs["metric"] == metric)]
                 raw = both[(both["task"] == task) & (both["metric"] == metric)]
-                for arm in _arms(axis, tidy, baselines, sizes):
+                for arm in ordered_arms(axis, tidy, baselines, sizes):
                     shared = set(rl.loc[rl["_arm"] == arm, "seed"]) & set(rl.loc[rl["_arm"] == CONTROL_ARM, "seed"])
                     why = "no shared seeds" if not shared else "fewer than 2 shared seeds"
                     axis_rows.append({"axis": axis or NO_AXIS, "arm": arm, "task": task, "metric": metric,
                                       **compare(rl, raw, "_arm", arm, CONTROL_ARM, ids, why)})
-        for r, p in zip(axis_rows, stats.holm([r["p_value"] for r in axis_rows])):
-            r["p_holm"] = p
-        rows.extend(axis_rows)
+        rows.extend(with_holm(axis_rows))
     return pd.DataFrame(rows, columns=GAIN_COLUMNS)
 
 
@@ -524,47 +250,3 @@ def variance_table(tidy: pd.DataFrame, axes: list[str], metrics=("score",)) -> p
     return pd.DataFrame(rows, columns=cols)
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
-    return out
-
-
-def _ignored(key: str, swept: set[str]) -> bool:
-    parts = key.split(".")
-    prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-    return bool(prefixes & (IGNORED_CONFIG_KEYS | swept)) or parts[-1] in IGNORED_LEAVES
-
-
-def _show(flat: dict, key: str) -> str:
-    if key not in flat:
-        return "<missing>"
-    v = flat[key]
-    return v if isinstance(v, str) else json.dumps(v)
-
-
-def off_axis_table(runs: list[Run], axes: list[str]) -> pd.DataFrame:
-    """Config keys whose value differs between runs although they are not a swept axis.
-
-    `confounded_with` names swept axes whose arms each hold one value of the key (the difference
-    travels with that axis: a derived setting or a confound); `within_arm` is True when runs with
-    identical axis values differ (an unplanned difference inside one arm)."""
-    flat = [flatten(r.config) for r in runs]
-    keys = sorted({k for f in flat for k in f if not _ignored(k, set(axes))})
-    rows = []
-    for key in keys:
-        vals = [_show(f, key) for f in flat]
-        if len(set(vals)) < 2:
-            continue
-        frame = pd.DataFrame([r.axes for r in runs]).assign(v=vals)
-        conf = [a for a in axes if (frame.groupby(a)["v"].nunique() == 1).all()]
-        within = bool((frame.groupby(list(axes))["v"].nunique() > 1).any()) if axes else True
-        counts = pd.Series(vals).value_counts(sort=False)
-        rows.append({"key": key, "values": "; ".join(f"{v} (x{n})" for v, n in counts.items()),
-                     "confounded_with": ", ".join(conf), "within_arm": within})
-    return pd.DataFrame(rows, columns=["key", "values", "confounded_with", "within_arm"])
