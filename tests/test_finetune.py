@@ -304,3 +304,13 @@ def test_test_splits_are_encoded_uncapped_and_written_as_submission(tmp_path):
     assert [p.name for p in paths] == ["MNLI-m.tsv", "MNLI-mm.tsv"]
     expected = "".join(f"{i}\tneutral\n" for i in range(n_test["test_mismatched"]))
     assert paths[1].read_text() == "index\tprediction\n" + expected
+
+
+def test_finetune_settings_are_checked_once_with_defaults_for_null():
+    hp = ft.FinetuneSettings.from_config({"lr": 1e-4, "epochs": None, "betas": [0.9, 0.999], "tasks": ["RTE"]})
+    assert hp == ft.FinetuneSettings(lr=1e-4, betas=(0.9, 0.999))  # null = RoBERTa's default; other keys ignored
+    assert hp.epochs == 3 and hp.warmup_fraction == 0.06
+    for bad, key in (({"batch_size": 0}, "glue.batch_size"), ({"max_len": 3}, "glue.max_len"),
+                     ({"lr": "fast"}, "glue.lr"), ({"warmup_fraction": 1.0}, "glue.warmup_fraction")):
+        with pytest.raises(ConfigError, match=key):
+            ft.FinetuneSettings.from_config(bad)

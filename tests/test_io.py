@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from robablate.io import atomic_write_json
+from robablate.io import atomic_write_json, replace_dir
 from robablate.results import write_results
 
 
@@ -43,3 +43,19 @@ def test_killed_writer_never_leaves_a_partial_file(tmp_path) -> None:
     assert not path.exists()  # the reader sees no results.json at all, never a truncated one
     write_results(path, {"status": "complete"})
     assert json.loads(path.read_text())["status"] == "complete"
+
+
+def test_replace_dir_swaps_whole_folders_and_a_failed_build_keeps_the_old_one(tmp_path) -> None:
+    out = tmp_path / "hf"
+    replace_dir(out, lambda tmp: (tmp / "a.txt").write_text("1"))
+    replace_dir(out, lambda tmp: (tmp / "b.txt").write_text("2"))  # the old folder is replaced, not merged
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+
+    def broken(tmp):
+        (tmp / "c.txt").write_text("half")
+        raise RuntimeError("killed mid-export")
+
+    with pytest.raises(RuntimeError):
+        replace_dir(out, broken)
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no temp or old folders left

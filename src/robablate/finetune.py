@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import lightning.pytorch as pl
@@ -24,7 +25,42 @@ from robablate.data.glue import TaskSpec, dev_splits, get_task
 from robablate.data.glue_encoding import EncodedSplit, PaddedBatches
 from robablate.metrics import task_metrics, task_score
 from robablate.models.bert import BertConfig, BertEncoder, BertForPretraining
-from robablate.optim import build_optimizer, build_scheduler
+from robablate.errors import ConfigError
+from robablate.optim import build_optimizer, build_scheduler, validate_lr
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """One fine-tuning configuration (a point of glue.grid), checked once by `from_config`. The
+    defaults are RoBERTa's GLUE protocol (Appendix C: warmup 6%, weight decay 0.1, Adam betas
+    0.9/0.98, eps 1e-6) at BERT's usual LR, batch and epochs."""
+
+    max_len: int = 128
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 2e-5
+    warmup_fraction: float = 0.06
+    weight_decay: float = 0.1
+    dropout: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+
+    @classmethod
+    def from_config(cls, cfg_glue: Mapping[str, Any]) -> "FinetuneSettings":
+        """The `glue` keys of these settings (null = the default), every rule checked (ConfigError)."""
+        values = {f.name: cfg_glue[f.name] for f in fields(cls) if cfg_glue.get(f.name) is not None}
+        kw = {**{f.name: f.default for f in fields(cls)}, **values}
+        for key in ("epochs", "batch_size", "max_len"):
+            v = kw[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < (4 if key == "max_len" else 1):
+                raise ConfigError(f"glue.{key} must be a positive integer{' >= 4' if key == 'max_len' else ''}, "
+                                  f"got {v!r}")
+        lr = validate_lr(kw["lr"], "glue.lr")
+        if not 0.0 <= float(kw["warmup_fraction"]) < 1.0:
+            raise ConfigError(f"glue.warmup_fraction must be in [0, 1), got {kw['warmup_fraction']!r}")
+        return cls(max_len=kw["max_len"], epochs=kw["epochs"], batch_size=kw["batch_size"], lr=lr,
+                   warmup_fraction=float(kw["warmup_fraction"]), weight_decay=float(kw["weight_decay"]),
+                   dropout=float(kw["dropout"]), betas=tuple(float(b) for b in kw["betas"]), eps=float(kw["eps"]))
 
 
 class GlueDataModule(pl.LightningDataModule):

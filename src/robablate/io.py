@@ -73,12 +73,38 @@ def atomic_dir(final: Path, build: Callable[[Path], Any]) -> Path:
             return final
         for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed build of this key
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a shared cache must be readable by others
-        try:
-            build(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        _build_then(final, build, os.replace)
     return final
+
+
+def replace_dir(final: Path, build: Callable[[Path], Any]) -> Path:
+    """(Re)write folder `final`: `build(tmp)` fills a temp folder beside it, which then takes its
+    place; an existing `final` is moved aside first (os.replace cannot overwrite a non-empty folder),
+    so a reader sees the old complete folder or the new one, never a half-written one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    def swap(tmp: Path, dst: Path) -> None:
+        old = None
+        if dst.exists():
+            old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old-"))
+            os.replace(dst, old / dst.name)
+        os.replace(tmp, dst)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    _build_then(final, build, swap)
+    return final
+
+
+def _build_then(final: Path, build: Callable[[Path], Any], place: Callable[[Path, Path], None]) -> None:
+    """build(tmp) in a temp folder beside `final`, then place(tmp, final); the temp folder is removed
+    if either fails."""
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a shared cache must be readable by others
+    try:
+        build(tmp)
+        place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -22,7 +22,7 @@ from typing import Any
 
 from robablate.data import synthetic
 from robablate.io import cache_key
-from robablate.errors import ConfigError, DataError
+from robablate.errors import ConfigError, DataError, positive_int_or_none
 
 CORPUS_KINDS = ("synthetic", "text", "hf")
 # blank_line: a blank line ends a document (BERT's create_pretraining_data.py input format).
@@ -106,9 +106,7 @@ def _reader_options(cfg: Mapping[str, Any], kind: str) -> tuple[str, bool, int |
     allowed = DOCUMENT_BOUNDARIES if kind == "hf" else DOCUMENT_BOUNDARIES[:2]
     if boundary not in allowed:
         raise ConfigError(f"corpus.document_boundary: expected one of {list(allowed)}, got {boundary!r}.")
-    max_docs = _get(cfg, "max_docs")
-    if max_docs is not None and (isinstance(max_docs, bool) or not isinstance(max_docs, int) or max_docs < 1):
-        raise ConfigError(f"corpus.max_docs: expected null or a positive integer, got {max_docs!r}.")
+    max_docs = positive_int_or_none(_get(cfg, "max_docs"), "corpus.max_docs")
     frac = _get(cfg, "val_fraction", 0.05)
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
         raise ConfigError(f"corpus.val_fraction: expected a fraction in (0, 1), got {frac!r}.")

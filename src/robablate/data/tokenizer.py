@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from robablate.io import atomic_dir, cache_key
-from robablate.errors import ConfigError, DataError
+from robablate.errors import ConfigError, DataError, positive_int_or_none
 
 # Every tokenizer robablate trains puts these first, so their ids are 0..4. Code reads ids from
 # SpecialIds, never from this order, so a loaded tokenizer with other ids works too.
@@ -193,9 +193,7 @@ def _validate(cfg: Mapping[str, Any]) -> tuple[str, int, bool, int, int | None]:
     mf = _cfg(cfg, "min_frequency", 2)
     if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
         raise ConfigError(f"tokenizer.min_frequency: expected a positive integer, got {mf!r}.")
-    td = _cfg(cfg, "train_docs")
-    if td is not None and (isinstance(td, bool) or not isinstance(td, int) or td < 1):
-        raise ConfigError(f"tokenizer.train_docs: expected null or a positive integer, got {td!r}.")
+    td = positive_int_or_none(_cfg(cfg, "train_docs"), "tokenizer.train_docs")
     return kind, vs, bool(_cfg(cfg, "lowercase", True)), mf, td
 
 

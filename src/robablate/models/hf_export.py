@@ -10,14 +10,13 @@ BertForMaskedLM or BertForPreTraining checkpoints, legacy gamma/beta names).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from robablate.errors import DataError
+from robablate.io import replace_dir
 from robablate.models.bert import BertConfig, BertForPretraining
 
 # Flag written into config.json: False when the model was pretrained without NSP, in which case the
@@ -110,32 +109,15 @@ def save_hf(model: BertForPretraining, out_dir: str | os.PathLike, tokenizer: An
     """Write `model` (+ tokenizer files) as a HF BertForPreTraining folder; atomic (temp dir + rename)."""
     from transformers import BertForPreTraining as HFBertForPreTraining
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     hf = HFBertForPreTraining(hf_config(model))
     hf.load_state_dict(to_hf_state_dict(model), strict=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+
+    def build(tmp: Path) -> None:
         hf.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
 
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    # os.replace cannot overwrite a non-empty directory: move the old one aside first, so a reader
-    # sees either the old complete export or the new complete one, never a half-written folder.
-    old = None
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old-"))
-        os.replace(dst, old / dst.name)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return replace_dir(Path(out_dir), build)
 
 
 def load_native_from_hf(path: str | os.PathLike) -> BertForPretraining:

@@ -92,17 +92,18 @@ def t_test_p(diffs) -> float:
     return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
-def _two_samples(a, b) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
-    """Both samples as float arrays, or (None, None) when either has fewer than 2 values."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return (a, b) if a.size >= 2 and b.size >= 2 else (None, None)
+def _nan_below_two_each(fn):
+    """fn(a, b) on float arrays, or nan when either sample has fewer than 2 values."""
+    @functools.wraps(fn)
+    def wrapper(a, b, *args, **kwargs):
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        return float("nan") if a.size < 2 or b.size < 2 else fn(a, b, *args, **kwargs)
+    return wrapper
 
 
+@_nan_below_two_each
 def welch_test(a, b) -> float:
     """Two-sided Welch t-test p-value; nan with < 2 values per side or zero spread in both."""
-    a, b = _two_samples(a, b)
-    if a is None:
-        return float("nan")
     if no_spread(a) and no_spread(b):
         return float("nan") if no_spread([a.mean(), b.mean()]) else 0.0
     with warnings.catch_warnings():
@@ -189,10 +190,8 @@ def mde_paired(sd_diff: float, n_pairs: int, power: float = POWER, alpha: float 
     return _ncp_for_power(float(n_pairs - 1), power, alpha) * sd_diff / math.sqrt(n_pairs)
 
 
+@_nan_below_two_each
 def pooled_sd(a, b) -> float:
-    a, b = _two_samples(a, b)
-    if a is None:
-        return float("nan")
     return float(np.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)))
 
 
