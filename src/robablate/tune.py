@@ -5,10 +5,10 @@ Comparing arms at fixed LRs compares learning rates as much as the axis: an LR t
 not the best at another. With `tune.lr=[...]` an arm first runs one short pilot pretraining per LR
 (`tune.tokens` tokens fed, default tune.fraction x the run's budget; seed tune.seed, the same for every
 seed of the arm) and keeps the LR whose pilot reaches the lowest validation MLM loss on documents held
-out of the training split (data/pretrain_data.split_tail, called by datamodule.prepare): never the corpus' validation split, which
-the reported numbers use. The choice is cached in <cache_dir>/tune/<key>, keyed by everything that
-defines the arm except seed and LR, and built under a file lock (io.atomic_dir), so the seeds of a
-sweep tune once and concurrent jobs wait for the first. The compared run then uses the chosen LR.
+out of the training split (data/pretrain_data.split_tail, via datamodule.prepare): never the corpus'
+validation split, which the reported numbers use. The choice is cached in <cache_dir>/tune/<key>,
+keyed by everything that defines the arm except seed and LR, and built under a file lock
+(io.atomic_dir), so the seeds of a sweep tune once and concurrent jobs wait for the first. The compared run then uses the chosen LR.
 """
 
 from __future__ import annotations
