@@ -8,7 +8,8 @@ seed of the arm) and keeps the LR whose pilot reaches the lowest validation MLM 
 out of the training split (data/pretrain_data.split_tail, via datamodule.prepare): never the corpus'
 validation split, which the reported numbers use. The choice is cached in <cache_dir>/tune/<key>,
 keyed by everything that defines the arm except seed and LR, and built under a file lock
-(io.atomic_dir), so the seeds of a sweep tune once and concurrent jobs wait for the first. The compared run then uses the chosen LR.
+(io.atomic_dir), so the seeds of a sweep tune once and concurrent jobs wait for the first. The
+compared run then uses the chosen LR.
 """
 
 from __future__ import annotations
