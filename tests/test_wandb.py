@@ -150,10 +150,16 @@ def test_invalid_wandb_mode_warns_and_keeps_the_csv_logger(tmp_path, monkeypatch
     assert wandb.run is None
 
 
-def test_logging_errors_mid_run_warn_once(tmp_path, monkeypatch) -> None:
+@pytest.fixture
+def offline_wandb_cfg(tmp_path, monkeypatch):
+    """logger=wandb in offline mode, W&B files inside tmp_path."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
-    cfg = compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
+    return compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
+
+
+def test_logging_errors_mid_run_warn_once(tmp_path, monkeypatch, offline_wandb_cfg) -> None:
+    cfg = offline_wandb_cfg
     loggers = run_loggers.build_loggers(cfg, tmp_path, "pretrain")
     assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "SafeWandbLogger"]
     lg = loggers[1]
@@ -172,10 +178,8 @@ def test_logging_errors_mid_run_warn_once(tmp_path, monkeypatch) -> None:
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))  # files inside the run folder
 
 
-def test_failed_run_is_marked_crashed_with_its_status(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.delenv("WANDB_DIR", raising=False)
-    cfg = compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
+def test_failed_run_is_marked_crashed_with_its_status(tmp_path, offline_wandb_cfg) -> None:
+    cfg = offline_wandb_cfg
     assert [type(lg).__name__ for lg in run_loggers.build_loggers(cfg, tmp_path, "pretrain")][-1] == "SafeWandbLogger"
     (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "error": "DataError: x"}))
     run_loggers.finish_wandb()
