@@ -63,22 +63,32 @@ def autocast(device: str, precision: str):
     return contextlib.nullcontext()
 
 
+def train_step(model: torch.nn.Module, loss_of: Callable, device: str, precision: str,
+               fused: bool) -> Callable[[dict[str, torch.Tensor]], float]:
+    """One optimizer step on a batch: the same AdamW (as PretrainModule.configure_optimizers) and
+    precision for every implementation compared."""
+    opt = build_optimizer(model, OPTIMIZER, LR, fused=fused)
+
+    def step(b: dict[str, torch.Tensor]) -> float:
+        with autocast(device, precision):
+            loss = loss_of(b)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+    return step
+
+
 def robablate_step(cfg: BertConfig, compile: bool, device: str = "cpu", precision: str = "fp32",
                    fused: bool = True) -> tuple[Callable, torch.nn.Module]:
     model = BertForPretraining(cfg, nsp=False).to(device).train()
     model.encoder.pooler.requires_grad_(False)  # as PretrainModule without NSP
     if compile:
         model.encoder = torch.compile(model.encoder)  # as train.compile=true does
-    opt = build_optimizer(model, OPTIMIZER, LR, fused=fused)  # as PretrainModule.configure_optimizers
 
-    def step(b: dict[str, torch.Tensor]) -> float:
-        with autocast(device, precision):
-            loss = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], mlm_labels=b["labels"])["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-    return step, model
+    def loss_of(b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(b["input_ids"], b["token_type_ids"], b["attention_mask"], mlm_labels=b["labels"])["loss"]
+    return train_step(model, loss_of, device, precision, fused), model
 
 
 def transformers_step(cfg: BertConfig, compile: bool, device: str = "cpu", precision: str = "fp32",
@@ -94,17 +104,11 @@ def transformers_step(cfg: BertConfig, compile: bool, device: str = "cpu", preci
     model = BertForMaskedLM._from_config(hf_cfg, attn_implementation="sdpa").to(device).train()
     if compile:
         model.bert = torch.compile(model.bert)
-    opt = build_optimizer(model, OPTIMIZER, LR, fused=fused)  # the same optimizer as robablate's
 
-    def step(b: dict[str, torch.Tensor]) -> float:
-        with autocast(device, precision):
-            loss = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
-                         attention_mask=b["attention_mask"], labels=b["labels"]).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-    return step, model
+    def loss_of(b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
+                     attention_mask=b["attention_mask"], labels=b["labels"]).loss
+    return train_step(model, loss_of, device, precision, fused), model
 
 
 def matmul_probe(n: int, device: str, dtype: torch.dtype) -> Callable[[], float]:
