@@ -6,7 +6,8 @@
 random-init model of that architecture with the same tokenizer: speed does not depend on the weights).
 Both scorers score the same model:
 - naive: transformers BertForMaskedLM loaded from the exported folder; per sentence, its masked copies
-  in one batch, full [copies, L, vocab] logits and log_softmax, the masked entries picked out;
+  in one batch, full [copies, L, vocab] logits and log_softmax, the masked entries picked out (the
+  headline `speedup_vs_naive_pll`); also one forward pass per masked copy (`speedup_vs_one_copy_per_pass`);
 - fast: robablate.readouts.blimp.pll on the native model (same-length sentences' copies batched
   together, MLM head only at the masked positions, inference mode).
 The ratio is measured interleaved on a subset of pairs (naive is slow), then the fast scorer is timed
@@ -32,7 +33,9 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def naive_pll(hf_model, tokenizer, sentences: list[str]) -> np.ndarray:
+def naive_pll(hf_model, tokenizer, sentences: list[str], one_copy: bool = False) -> np.ndarray:
+    """Per sentence: its masked copies in one batch (one_copy: one forward pass per copy), full
+    [copies, L, vocab] logits and log_softmax, the masked entries picked out."""
     out = np.zeros(len(sentences))
     special = set(tokenizer.all_special_ids)
     with torch.no_grad():
@@ -41,7 +44,8 @@ def naive_pll(hf_model, tokenizer, sentences: list[str]) -> np.ndarray:
             pos = [i for i, t in enumerate(ids.tolist()) if t not in special]
             x = ids.repeat(len(pos), 1)
             x[torch.arange(len(pos)), pos] = tokenizer.mask_token_id
-            logp = torch.log_softmax(hf_model(input_ids=x).logits, dim=-1)  # [copies, L, V]
+            chunks = [x[i:i + 1] for i in range(len(pos))] if one_copy else [x]
+            logp = torch.cat([torch.log_softmax(hf_model(input_ids=c).logits, dim=-1) for c in chunks])
             out[k] = float(logp[torch.arange(len(pos)), pos, ids[pos]].sum())
     return out
 
@@ -85,18 +89,24 @@ def main() -> None:
 
     sub = read_blimp(args.data, args.ratio_pairs)
     sents = [p.good for p in sub] + [p.bad for p in sub]
-    t_naive, t_fast, diffs = [], [], []
-    for r in range(args.rounds):  # interleaved, so load changes hit both
+    t_naive, t_copy, t_fast, diffs = [], [], [], []
+    for r in range(args.rounds):  # interleaved, so load changes hit all three
         t = time.perf_counter()
         a = naive_pll(hf, tok, sents)
         t_naive.append(time.perf_counter() - t)
         t = time.perf_counter()
+        c = naive_pll(hf, tok, sents, one_copy=True)
+        t_copy.append(time.perf_counter() - t)
+        t = time.perf_counter()
         b = pll(native, tok, sents, args.batch_tokens)
         t_fast.append(time.perf_counter() - t)
-        diffs.append(float(np.abs(a - b).max()))
-        print(f"round {r}: naive {t_naive[-1]:.2f} s, fast {t_fast[-1]:.2f} s ({len(sub)} pairs)", flush=True)
+        diffs.append(float(max(np.abs(a - b).max(), np.abs(c - b).max())))
+        print(f"round {r}: naive (a sentence's copies per batch) {t_naive[-1]:.2f} s, naive (one copy per "
+              f"pass) {t_copy[-1]:.2f} s, fast {t_fast[-1]:.2f} s ({len(sub)} pairs)", flush=True)
     print(f"pll_max_abs_diff_nats: {max(diffs):.2e}")
+    # The stronger baseline (a sentence's copies batched) is the headline ratio.
     print(f"speedup_vs_naive_pll: {sum(t_naive) / sum(t_fast):.2f}")
+    print(f"speedup_vs_one_copy_per_pass: {sum(t_copy) / sum(t_fast):.2f}")
     if not args.skip_full:
         pairs = read_blimp(args.data, args.max_pairs)
         t, cpu = time.perf_counter(), time.process_time()
