@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from robablate.errors import ConfigError
+from robablate.settings import setting
 from robablate.schema import AXES
 
 # Groups with option names that look like numbers (`seq_len=128`): Hydra would parse the value as an
@@ -86,7 +87,7 @@ class Plan:
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
-    return OmegaConf.select(cfg, key, default=default)
+    return setting(cfg, key, default)
 
 
 def _require(cond: bool, key: str, msg: str) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from robablate.errors import ConfigError
+from robablate.settings import setting
 
 # our name -> transformers' SchedulerType name
 SCHEDULERS = {
@@ -26,8 +27,7 @@ SCHEDULERS = {
 
 
 def _get(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    value = cfg.get(key, default) if cfg is not None else default
-    return default if value is None else value
+    return setting(cfg, key, default, null_is_default=True)
 
 
 # --- validation (called by config.validate before any compute, and again here) ---------------------

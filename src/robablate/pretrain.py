@@ -23,7 +23,7 @@ from robablate.config import Plan
 from robablate.data.pretrain_data import PreparedData
 from robablate.datamodule import PretrainDataModule
 from robablate.errors import ConfigError, RobablateError
-from robablate.models.bert import BertConfig, BertForPretraining, flops_per_token
+from robablate.models.bert import BertConfig, BertForPretraining, flops_per_token, mfu
 from robablate.optim import build_optimizer, build_scheduler
 
 
@@ -341,7 +341,7 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         "tokens_per_s": tps, "train_time_s": module.train_time, "wall_s": wall,
         "flops_per_token": flops_per_token(module.config, plan.phases[-1].max_len),
         "peak_flops": module.peak_flops,  # per device; null on CPUs and unknown GPUs
-        "mfu": (flops_per_token(module.config, plan.phases[-1].max_len) * tps / trainer.world_size / module.peak_flops
+        "mfu": (mfu(module.config, plan.phases[-1].max_len, tps / trainer.world_size, module.peak_flops)
                 if module.peak_flops and math.isfinite(tps) else None),
         "interrupted": bool(stop_at is not None and trainer.global_step < plan.total_steps),
         "world_size": trainer.world_size, "global_rank": trainer.global_rank, "history": module.history,

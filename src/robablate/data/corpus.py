@@ -23,6 +23,7 @@ from typing import Any
 from robablate.data import synthetic
 from robablate.io import cache_key
 from robablate.errors import ConfigError, DataError, positive_int_or_none
+from robablate.settings import setting
 
 CORPUS_KINDS = ("synthetic", "text", "hf")
 # blank_line: a blank line ends a document (BERT's create_pretraining_data.py input format).
@@ -80,18 +81,7 @@ def documents_from_lines(lines: Iterable[str], document_boundary: str = "blank_l
 # ---------------------------------------------------------------- config access
 
 def _get(cfg: Mapping[str, Any], key: str, default: Any = None, *, required: bool = False) -> Any:
-    """cfg[key] for dicts and DictConfigs; a missing mandatory value (`???`) is a ConfigError."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, key):
-            raise ConfigError(f"corpus.{key}: required (it is `???`); set it on the command line, "
-                              f"e.g. corpus.{key}=...")
-    except ImportError:  # pragma: no cover
-        pass
-    value = cfg.get(key, default)
-    if required and value in (None, "???", ""):
-        raise ConfigError(f"corpus.{key}: required, got {value!r}.")
-    return value
+    return setting(cfg, key, default, section="corpus", required=required)
 
 
 def corpus_kind(cfg: Mapping[str, Any]) -> str:

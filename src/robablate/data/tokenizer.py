@@ -22,6 +22,7 @@ import numpy as np
 
 from robablate.io import atomic_dir, cache_key
 from robablate.errors import ConfigError, DataError, positive_int_or_none
+from robablate.settings import setting
 
 # Every tokenizer robablate trains puts these first, so their ids are 0..4. Code reads ids from
 # SpecialIds, never from this order, so a loaded tokenizer with other ids works too.
@@ -58,10 +59,7 @@ BYTE_ALPHABET = 256  # byte-level BPE starts from all 256 bytes (RoBERTa §4.4)
 
 
 def _cfg(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    from omegaconf import DictConfig, OmegaConf
-    if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, key):
-        raise ConfigError(f"tokenizer.{key}: required (it is `???`); set it, e.g. tokenizer.{key}=...")
-    return cfg.get(key, default)
+    return setting(cfg, key, default, section="tokenizer")
 
 
 def special_ids(tokenizer) -> SpecialIds:
