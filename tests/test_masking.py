@@ -10,7 +10,7 @@ from scipy import stats
 from torch.utils.data import DataLoader, Dataset
 
 from robablate.data.batching import KEY_EPOCH, KEY_INDEX, BatchPlanSampler
-from robablate.data.masking import mask_epoch, mask_tokens
+from robablate.data.masking import MaskingSpec, mask_batch, mask_epoch, mask_tokens
 from robablate.data.tokenizer import SpecialIds
 from robablate.errors import ConfigError
 
@@ -259,3 +259,21 @@ def test_mask_epoch():
     for bad in (None, 0, 2.5):
         with pytest.raises(ConfigError, match="masking.dupe_factor"):
             mask_epoch("static", 3, bad)
+
+
+def test_masking_spec_is_checked_once_and_masks_like_mask_tokens():
+    """The loaders take a MaskingSpec built (and checked) once from the config group; masking through
+    it is the same function as the keyword API, and each arm's epoch rule comes with it."""
+    with pytest.raises(ConfigError, match="dupe_factor"):
+        MaskingSpec.from_config({"name": "static", "mask_prob": 0.15, "dupe_factor": 0})
+    with pytest.raises(ConfigError, match="masking"):
+        MaskingSpec.from_config({"name": "sometimes", "mask_prob": 0.15})
+    spec = MaskingSpec.from_config({"name": "static", "mask_prob": 0.15, "dupe_factor": 10})
+    assert MaskingSpec.from_config(spec) is spec
+    tokens = make_batch(np.random.default_rng(5), 16, 64)
+    rows = np.arange(16, dtype=np.int64)
+    a = mask_batch(tokens, rows, 3, 7, spec, IDS)
+    b = mask_tokens(tokens, rows, 3, 7, mask_prob=0.15, ids=IDS)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert [spec.epoch(e) for e in (0, 9, 10, 23)] == [mask_epoch("static", e, 10) for e in (0, 9, 10, 23)] == [0, 9, 0, 3]
+    assert MaskingSpec("dynamic", 0.15).epoch(23) == 23

@@ -26,6 +26,7 @@ from robablate.data import corpus as corpus_mod
 from robablate.data import token_cache
 from robablate.data.batching import KEY_EPOCH, KEY_INDEX, BatchPlanSampler
 from robablate.data.formats import build_instances, mean_tokens
+from robablate.data.masking import MaskingSpec
 from robablate.data.pretrain_data import VAL_SEED, MaskedBatches, PreparedData, first_n, fixed_val_batches, split_tail
 from robablate.data.tokenizer import get_tokenizer, special_ids, tokenizer_fingerprint, word_start_table
 from robablate.errors import DataError
@@ -146,10 +147,11 @@ class PhasedSampler(Sampler):
 
 
 class PretrainDataModule(pl.LightningDataModule):
-    def __init__(self, data: PreparedData, plan: Plan, masking: DictConfig, seed: int, num_workers: int = 0,
+    def __init__(self, data: PreparedData, plan: Plan, masking: MaskingSpec, seed: int, num_workers: int = 0,
                  pack: bool = False):
         super().__init__()
-        self.data, self.plan, self.masking, self.seed, self.num_workers = data, plan, masking, seed, num_workers
+        self.data, self.plan, self.seed, self.num_workers = data, plan, seed, num_workers
+        self.masking = MaskingSpec.from_config(masking)
         self.pack = pack
 
     def _start_step(self) -> int:

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robablate.config import Plan
+from robablate.data.masking import MaskingSpec
 from robablate.data.pretrain_data import PreparedData
 from robablate.datamodule import PretrainDataModule
 from robablate.errors import ConfigError, RobablateError
@@ -282,7 +283,7 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         scheduler_cfg=OmegaConf.to_container(cfg.scheduler, resolve=True), lr=plan.lr,
         total_steps=plan.total_steps, compile=bool(cfg.train.compile))
     module.history_path = run_dir / "pretrain" / "history.json"
-    dm = PretrainDataModule(data, plan, cfg.masking, int(cfg.seed), int(cfg.train.num_workers),
+    dm = PretrainDataModule(data, plan, MaskingSpec.from_config(cfg.masking), int(cfg.seed), int(cfg.train.num_workers),
                             pack=bool(cfg.train.pack))
 
     every_ckpt = cfg.train.checkpoint_every_steps or plan.val_every_steps

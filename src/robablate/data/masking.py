@@ -28,6 +28,7 @@ Choices (where BERT, Hugging Face and fairseq differ; docs/facts.md §2):
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -130,12 +131,40 @@ def _check_strategy(strategy: Any, dupe_factor: Any) -> None:
         raise ConfigError(f"masking.dupe_factor must be a positive integer for static masking, got {dupe_factor!r}")
 
 
-def validate_masking(cfg_masking: Mapping[str, Any]) -> None:
+@dataclass(frozen=True)
+class MaskingSpec:
+    """The `masking` config group, checked once when built: the data loaders take this, not the config,
+    so nothing is re-checked per batch."""
+
+    name: str
+    mask_prob: float
+    mask_token_frac: float = 0.8
+    random_token_frac: float = 0.1
+    dupe_factor: int | None = None
+    whole_word: bool = False
+
+    def __post_init__(self) -> None:
+        _check_strategy(self.name, self.dupe_factor)
+        _check_fracs(self.mask_prob, self.mask_token_frac, self.random_token_frac)
+
+    @classmethod
+    def from_config(cls, cfg_masking: "Mapping[str, Any] | MaskingSpec") -> "MaskingSpec":
+        if isinstance(cfg_masking, MaskingSpec):
+            return cfg_masking
+        get = cfg_masking.get
+        return cls(name=get("name"), mask_prob=get("mask_prob"), mask_token_frac=get("mask_token_frac", 0.8),
+                   random_token_frac=get("random_token_frac", 0.1), dupe_factor=get("dupe_factor"),
+                   whole_word=bool(get("whole_word", False)))
+
+    def epoch(self, epoch: int) -> int:
+        """The epoch number to mask with (see `mask_epoch`)."""
+        return _copy_epoch(self.name, epoch, self.dupe_factor)
+
+
+def validate_masking(cfg_masking: Mapping[str, Any]) -> MaskingSpec:
     """Every `masking` rule (strategy, dupe_factor, the 15% / 80-10-10 fractions), in one place;
     config.validate calls this before any compute."""
-    get = cfg_masking.get
-    _check_strategy(get("name"), get("dupe_factor"))
-    _check_fracs(get("mask_prob"), get("mask_token_frac", 0.8), get("random_token_frac", 0.1))
+    return MaskingSpec.from_config(cfg_masking)
 
 
 @functools.lru_cache(maxsize=8)
@@ -170,6 +199,18 @@ def mask_tokens(
     selected; the 80/10/10 choice stays per token, as in BERT's whole-word-masking release.
     """
     _check_fracs(mask_prob, mask_token_frac, random_token_frac)
+    return _mask(input_ids, instance_ids, epoch, seed, mask_prob, mask_token_frac, random_token_frac, ids, word_starts)
+
+
+def mask_batch(input_ids: np.ndarray, instance_ids: np.ndarray, epoch: int, seed: int, spec: MaskingSpec,
+               ids: SpecialIds, word_starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`mask_tokens` with a MaskingSpec (already checked when it was built): the data loaders' call."""
+    return _mask(input_ids, instance_ids, epoch, seed, spec.mask_prob, spec.mask_token_frac,
+                 spec.random_token_frac, ids, word_starts)
+
+
+def _mask(input_ids, instance_ids, epoch, seed, mask_prob, mask_token_frac, random_token_frac, ids,
+          word_starts):
     tokens = np.asarray(input_ids)
     rows = np.asarray(instance_ids)
     if tokens.ndim != 2 or rows.shape != (tokens.shape[0],):
@@ -232,4 +273,8 @@ def mask_epoch(strategy: str, epoch: int, dupe_factor: int | None) -> int:
     copy index. dynamic (RoBERTa §4.1): a fresh mask every epoch.
     """
     _check_strategy(strategy, dupe_factor)
+    return _copy_epoch(strategy, epoch, dupe_factor)
+
+
+def _copy_epoch(strategy: str, epoch: int, dupe_factor: int | None) -> int:
     return int(epoch) % int(dupe_factor) if strategy == "static" else int(epoch)

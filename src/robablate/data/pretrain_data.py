@@ -10,7 +10,7 @@ wiring are in robablate.datamodule.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from robablate.data.token_cache import TokenCache
 from robablate.data.formats import Instances, token_type_ids
-from robablate.data.masking import mask_epoch, mask_tokens
+from robablate.data.masking import MaskingSpec, mask_batch
 from robablate.data.packing import pack_batch
 from robablate.data.tokenizer import SpecialIds
 from robablate.errors import DataError
@@ -67,16 +67,13 @@ def split_tail(cache: TokenCache, tokens: int) -> tuple[TokenCache, TokenCache, 
     return head, tail, k
 
 
-def make_batch(inst: Instances, idx: np.ndarray, epoch: int, seed: int, masking: Any, ids: SpecialIds,
+def make_batch(inst: Instances, idx: np.ndarray, epoch: int, seed: int, masking: MaskingSpec, ids: SpecialIds,
                word_starts: np.ndarray | None) -> dict[str, torch.Tensor]:
     """Rows `idx` of `inst`, trimmed to their longest length and masked with (seed, epoch, idx)."""
     lengths = inst.lengths[idx]
     L = int(lengths.max())
     rows = np.asarray(inst.input_ids[idx, :L], dtype=np.int64)
-    masked, labels = mask_tokens(
-        rows, idx.astype(np.int64), epoch, seed, mask_prob=masking.mask_prob,
-        mask_token_frac=masking.mask_token_frac, random_token_frac=masking.random_token_frac,
-        ids=ids, word_starts=word_starts)
+    masked, labels = mask_batch(rows, idx.astype(np.int64), epoch, seed, masking, ids, word_starts)
     return {
         "input_ids": torch.from_numpy(masked),
         "token_type_ids": torch.from_numpy(token_type_ids(inst.b_start[idx], lengths, L).astype(np.int64)),
@@ -92,15 +89,16 @@ class MaskedBatches(Dataset):
     Returning batches (DataLoader batch_size=None) lets `mask_tokens` run once per batch, vectorised.
     """
 
-    def __init__(self, data: PreparedData, masking: Any, seed: int, pack: bool = False):
-        self.data, self.masking, self.seed, self.pack = data, masking, seed, pack
+    def __init__(self, data: PreparedData, masking: MaskingSpec | Mapping[str, Any], seed: int, pack: bool = False):
+        self.data, self.seed, self.pack = data, seed, pack
+        self.masking = MaskingSpec.from_config(masking)  # checked once here, not per batch
 
     def __len__(self) -> int:  # not used for sampling; the sampler drives the order
         return sum(len(p.lengths) for p in self.data.phases)
 
     def __getitem__(self, key: tuple[int, int, np.ndarray]) -> dict[str, torch.Tensor]:
         phase, epoch, idx = key
-        m_epoch = mask_epoch(self.masking.name, epoch, self.masking.dupe_factor)
+        m_epoch = self.masking.epoch(epoch)
         # Phase p's instance i is a different sequence from phase 0's instance i: give it its own masks.
         seed = self.seed + PHASE_SEED_STRIDE * phase
         batch = make_batch(self.data.phases[phase], idx, m_epoch, seed, self.masking, self.data.ids,
@@ -109,9 +107,10 @@ class MaskedBatches(Dataset):
         return pack_batch(batch) if self.pack else batch
 
 
-def fixed_val_batches(inst: Instances, batch_size: int, masking: Any, ids: SpecialIds,
+def fixed_val_batches(inst: Instances, batch_size: int, masking: MaskingSpec | Mapping[str, Any], ids: SpecialIds,
                       word_starts: np.ndarray | None) -> list[dict[str, torch.Tensor]]:
     """Validation batches masked once with VAL_SEED: identical tokens scored for every arm and step."""
+    masking = MaskingSpec.from_config(masking)
     out = []
     for s in range(0, len(inst.lengths), batch_size):
         idx = np.arange(s, min(s + batch_size, len(inst.lengths)))
