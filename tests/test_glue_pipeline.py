@@ -206,7 +206,8 @@ def test_mlm_pretraining_beats_chance_and_random_init_on_syn_order(tmp_path, cac
     fine-tuning from random initialisation does not.
 
     Measured, this configuration (the same in every fresh cache since WordPiece training is deterministic):
-    pretrained MCC 0.408 / 0.328 / 0.399, random init 0.000 / 0.078 / 0.000; with the tokenizer variants
+    pretrained MCC 0.24 / 0.32 / 0.26, random init 0.000 / 0.078 / 0.000 with token-matched batches
+    (0.408 / 0.328 / 0.399 before every format's steps were filled to the same tokens); with the tokenizer variants
     the old nondeterministic trainer produced, pretrained medians ranged 0.23-0.40. One seed's dev MCC
     (200 rows) has sd ~0.07 and keeping the best of 10 epochs adds up to ~+0.15 (one random-init seed of
     BERT-Tiny reached 0.18), hence the bounds on medians of 3 seeds: pretrained >= 0.15 and >= random + 0.1."""

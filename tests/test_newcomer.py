@@ -392,3 +392,13 @@ def test_in_a_sweep_a_setting_moot_for_this_arm_warns_and_glue_seeds_0_still_fai
         check_arguments(compose_cfg(overrides), overrides, sweep=True)
     with pytest.raises(ConfigError, match="glue=none"):
         check_arguments(compose_cfg(["glue.seeds=0"]), ["glue.seeds=0"], sweep=True)
+
+
+def test_summary_of_the_random_init_control_says_nothing_was_trained() -> None:
+    from robablate.summary import format_summary
+
+    results = {"status": "complete", "run_dir": "/r", "experiment": "x", "axes": {}, "seed": 0, "init": "random",
+               "pretrain": {"val_mlm_loss": 9.0, "val_mlm_ppl": 8103.0, "val_mlm_acc": 0.0, "steps": 0,
+                            "planned_steps": 245, "tokens_seen": 0, "train_loss": float("nan")}}
+    text = format_summary(results)
+    assert "random-initialisation control" in text and "0/245 steps" not in text and "MLM loss 9.0000" in text

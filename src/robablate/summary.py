@@ -64,8 +64,11 @@ def format_summary(results: dict[str, Any]) -> str:
         nsp = f", NSP acc {_num(p['val_nsp_acc'])}" if p.get("val_nsp_acc") is not None else ""
         lines.append(f"  validation    MLM loss {_num(p.get('val_mlm_loss'))} (perplexity "
                      f"{_num(p.get('val_mlm_ppl'), '.2f')}), MLM acc {_num(p.get('val_mlm_acc'))}{nsp}")
-        lines.append(f"  pretraining   {p.get('steps')}/{p.get('planned_steps')} steps, "
-                     f"{format_tokens(p.get('tokens_seen') or 0)} tokens seen, train loss {_num(p.get('train_loss'))}")
+        if results.get("init") == "random":  # the control arm: nothing was trained
+            lines.append("  pretraining   none: random-initialisation control (model.init=random)")
+        else:
+            lines.append(f"  pretraining   {p.get('steps')}/{p.get('planned_steps')} steps, "
+                         f"{format_tokens(p.get('tokens_seen') or 0)} tokens seen, train loss {_num(p.get('train_loss'))}")
     lines += _glue_lines(results.get("glue") or {})
     blimp = results.get("blimp") or {}
     if blimp.get("overall") is not None:
