@@ -47,11 +47,12 @@ def is_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def check_inputs(cfg: DictConfig, tasks: list[str], stage: str) -> None:
+def check_inputs(cfg: DictConfig, tasks: list[str], stage: str) -> list | None:
     """Open and validate every input the run will read, before any compute, so a bad file fails in
     seconds rather than after pretraining: the corpus files (they decode; corpus.errors decides what an
     undecodable one does) and every local GLUE file of the chosen tasks (each row parses, each label is
-    known, no split is empty). Errors name the file and the line."""
+    known, no split is empty). Errors name the file and the line. Returns the BLiMP pairs it read
+    (eval=blimp), so they are scored without reading the files again; else None."""
     if stage != "finetune":
         from robablate.data.corpus import check_corpus
 
@@ -64,7 +65,8 @@ def check_inputs(cfg: DictConfig, tasks: list[str], stage: str) -> None:
     if OmegaConf.select(cfg, "eval.blimp") is not None and stage != "finetune":
         from robablate.readouts import blimp
 
-        blimp.check(cfg.eval.blimp)  # every BLiMP file parses (errors name file and line)
+        return blimp.check(cfg.eval.blimp)  # every BLiMP file parses (errors name file and line)
+    return None
 
 
 def check_glue(cfg: DictConfig) -> list[str]:
@@ -88,7 +90,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     stage = cfg.get("stage", "all")
     if stage not in ("all", "pretrain", "finetune"):
         raise ConfigError(f"Invalid config `stage`: expected all, pretrain or finetune, got {stage!r}.")
-    check_inputs(cfg, tasks if stage != "pretrain" else [], stage)  # bad data stops here, before any compute
+    blimp_pairs = check_inputs(cfg, tasks if stage != "pretrain" else [], stage)  # bad data stops here
     quiet_third_party()  # third-party noise only (after the checks: it imports transformers)
     from robablate.pretrain import model_init
 
@@ -133,7 +135,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if OmegaConf.select(cfg, "eval.blimp") is not None:  # eval=blimp: zero-shot, before fine-tuning
             from robablate.readouts import blimp
 
-            base["blimp"] = blimp.evaluate(module.model, data.tokenizer, cfg.eval.blimp)
+            base["blimp"] = blimp.evaluate(module.model, data.tokenizer, cfg.eval.blimp, blimp_pairs)
             timings["blimp_s"] = base["blimp"]["wall_s"]
 
         glue: dict[str, Any] = {}

@@ -35,7 +35,7 @@ TUNE_VERSION = 1  # bump when pilots or the rule change: old choices are then no
 # Keys that do not define an arm's pretraining: the LR under tuning, the seed (every seed of an arm
 # uses one LR), where and how it runs and logs, and the read-outs after pretraining.
 NOT_ARM_KEYS = ("seed", "batch.lr", "optimizer.lr", "run_dir", "resume", "stage", "experiment_name",
-                "cache_dir", "trainer", "logger", "hydra", "glue", "blimp", "init", "train.stop_at_step",
+                "cache_dir", "trainer", "logger", "hydra", "glue", "eval", "model.init", "train.stop_at_step",
                 "train.num_workers", "train.compile", "train.checkpoint_every_steps", "train.val_every_steps")
 
 
