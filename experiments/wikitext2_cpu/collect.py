@@ -1,4 +1,4 @@
-"""Copy the study's results.json files (only those: no checkpoints, no encoders) from the sweep folders
+"""Copy a study's results.json files (only those: no checkpoints, no encoders) from the sweep folders
 into the committed results/ tree, keeping the <table>/<arm>/seed=<n>/ layout the report reads.
 
     python experiments/wikitext2_cpu/collect.py outputs/wikitext2_cpu experiments/wikitext2_cpu/results
@@ -15,7 +15,7 @@ from robablate.io import atomic_write_text
 
 def collect(src: Path, dst: Path) -> list[Path]:
     copied = []
-    for f in sorted(src.glob("table*/**/results.json")):
+    for f in sorted(src.glob("*/**/results.json")):
         out = dst / f.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, f.read_text(encoding="utf-8"))
@@ -31,5 +31,5 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     files = collect(Path(sys.argv[1]), Path(sys.argv[2]))
     if not files:
-        sys.exit(f"no results.json under {sys.argv[1]}/table*/")
+        sys.exit(f"no results.json under {sys.argv[1]}/*/")
     print(f"{len(files)} results.json -> {sys.argv[2]}")
