@@ -378,7 +378,7 @@ def test_write_report_files(tmp_path):
     rep = load_report([tmp_path / "sweep"])
     out = tmp_path / "out"
     write_report(rep, out)
-    for kind in ("effects", "tasks", "glue", "mlm_curve", "throughput"):
+    for kind in ("effects", "tasks", "glue", "mlm_curve", "throughput", "tokens"):
         _png_ok(out / f"{kind}_masking.png")
         assert (out / f"{kind}_masking.pdf").read_bytes()[:4] == b"%PDF"
     for name in ("tidy", "summary", "paired", "variance", "compute"):

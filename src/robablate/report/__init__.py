@@ -22,13 +22,13 @@ from robablate.report import render
 from robablate.report.collect import (AXES, PRETRAIN_METRICS, collect, history_frame, load_runs,
                                       tidy_frame)
 from robablate.report.plots import (PLOTS, plot_effects, plot_glue, plot_mlm_curve, plot_tasks,
-                                    plot_throughput)
+                                    plot_throughput, plot_tokens)
 from robablate.report.design import (batch_sizes, compute_table, design_frame, off_axis_table, resolve_baselines,
                                      token_flags, varied_axes, varying_determined)
 from robablate.report.tables import DEFAULT_METRICS, gain_table, paired_table, summary_table, variance_table
 
 __all__ = ["Report", "load_report", "write_report", "collect", "plot_effects", "plot_tasks", "plot_glue",
-           "plot_mlm_curve", "plot_throughput", "AXES", "PRETRAIN_METRICS"]
+           "plot_mlm_curve", "plot_throughput", "plot_tokens", "AXES", "PRETRAIN_METRICS"]
 
 
 @dataclass

@@ -141,6 +141,33 @@ def plot_throughput(report, axis: str) -> Figure | None:
     return fig
 
 
+def plot_tokens(report, axis: str) -> Figure | None:
+    """Tokens seen per arm (the compute budget: non-padding input tokens fed), mean with min..max over
+    runs, against the baseline's mean +-1% (shaded): arms compared at equal compute sit inside it."""
+    c = report.compute
+    c = c[c["axis"] == axis] if not c.empty else c
+    if c.empty or c["tokens_mean"].isna().all():
+        return None
+    fig = Figure(figsize=(4.5, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(c))
+    mean = c["tokens_mean"].to_numpy(float)
+    err = np.vstack([mean - c["tokens_min"].to_numpy(float), c["tokens_max"].to_numpy(float) - mean])
+    ax.bar(x, mean, 0.6, yerr=np.clip(np.nan_to_num(err), 0, None), capsize=3,
+           color=["C1" if b else "C0" for b in c["baseline"]])
+    base = c.loc[c["baseline"].astype(bool), "tokens_mean"]
+    if len(base):
+        ax.axhspan(0.99 * base.iloc[0], 1.01 * base.iloc[0], color="0.8", zorder=0, label="baseline +-1%")
+        ax.set_ylim(0.95 * min(mean.min(), base.iloc[0]), 1.03 * max(mean.max(), base.iloc[0]))
+        ax.legend(fontsize="x-small", loc="lower right")
+    ax.set_xticks(x, c["arm"], rotation=20 if len(c) > 3 else 0)
+    ax.yaxis.set_major_formatter(EngFormatter())
+    ax.set_ylabel("tokens seen (mean, bar: min..max over runs)")
+    ax.set_title(f"Compute by {_axis_label(report, axis)}", fontsize="medium")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 def effect_readouts(paired: pd.DataFrame) -> list[tuple[str, str]]:
     present = set(zip(paired["task"], paired["metric"]))
     glue = sorted(t for t in set(paired["task"]) if is_glue_task(t))
@@ -193,4 +220,5 @@ def plot_effects(report, axis: str) -> Figure | None:
     return fig
 
 
-PLOTS = {"effects": plot_effects, "tasks": plot_tasks, "glue": plot_glue, "mlm_curve": plot_mlm_curve, "throughput": plot_throughput}
+PLOTS = {"effects": plot_effects, "tasks": plot_tasks, "glue": plot_glue, "mlm_curve": plot_mlm_curve, "throughput": plot_throughput,
+         "tokens": plot_tokens}
