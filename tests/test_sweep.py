@@ -226,3 +226,15 @@ def test_combinations_match_hydra_product() -> None:
     expected = [[f"masking={m}", f"seed={s}", "experiment=roberta_table1"]
                 for m, s in itertools.product(["static", "dynamic"], ["0", "1"])]
     assert jobs == expected
+
+
+@pytest.mark.parametrize("override_dirname, expected", [("", "default/seed=3"),
+                                                        ("masking=static", "masking=static/seed=3")])
+def test_sweep_subdir_is_relative_even_without_arm_overrides(override_dirname, expected) -> None:
+    """`python run.py -m experiment=X seed=0,1,2` has no overrides left in override_dirname: the job
+    folder must still sit under hydra.sweep.dir (the plain `${...}/seed=N` was /seed=N, the root)."""
+    from omegaconf import OmegaConf
+
+    subdir = OmegaConf.to_container(OmegaConf.load(CONF / "hydra" / "default.yaml"))["sweep"]["subdir"]
+    cfg = OmegaConf.create({"hydra": {"job": {"override_dirname": override_dirname}}, "seed": 3, "subdir": subdir})
+    assert cfg.subdir == expected and not Path(cfg.subdir).is_absolute()

@@ -36,6 +36,15 @@ def nsp_for_format(name: str) -> bool:
 OmegaConf.register_new_resolver("nsp_for_format", nsp_for_format, replace=True)
 
 
+def arm_dir(override_dirname: str) -> str:
+    """A sweep job's folder from its arm-defining overrides; `default` when it has none (a sweep over
+    seeds only: `${hydra.job.override_dirname}/seed=0` would be the absolute path /seed=0)."""
+    return str(override_dirname) or "default"
+
+
+OmegaConf.register_new_resolver("arm_dir", arm_dir, replace=True)
+
+
 def normalize_overrides(args: list[str]) -> list[str]:
     """Quote numeric options of groups (`seq_len=128,512` -> `seq_len='128','512'`) so Hydra reads
     them as option names; everything else passes through unchanged."""
