@@ -39,9 +39,10 @@ READOUTS = (  # (label, getter)
 )
 
 
-def load(folder: Path) -> list[dict]:
-    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*/results.json"))]
-    return [r for r in runs if r.get("status") == "complete"]
+def load(folder: Path, init: str) -> list[dict]:
+    """Complete runs under `folder` (any depth) with results["init"] == init (pretrained | random)."""
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("**/results.json"))]
+    return [r for r in runs if r.get("status") == "complete" and r.get("init", "pretrained") == init]
 
 
 def seeds_per_table(mde3: float) -> dict[str, int]:
@@ -50,9 +51,9 @@ def seeds_per_table(mde3: float) -> dict[str, int]:
 
 
 def report(pilot: Path) -> tuple[str, dict[str, int]]:
-    pre, ctl = load(pilot), load(pilot / "control")
+    pre, ctl = load(pilot, "pretrained"), load(pilot, "random")
     if len(pre) < 2 or len(ctl) < 2:
-        sys.exit(f"{pilot}: need >= 2 complete pretrained runs and >= 2 under control/ (found {len(pre)}, {len(ctl)})")
+        sys.exit(f"{pilot}: need >= 2 complete pretrained and >= 2 random-init control runs (found {len(pre)}, {len(ctl)})")
     lines = [f"Pilot: {len(pre)} pretrained runs (seeds {sorted(r['seed'] for r in pre)}), "
              f"{len(ctl)} random-init control runs.", "",
              "| read-out | pretrained mean ± SD | control mean ± SD | pretrained − control [95% CI, Welch] | "
