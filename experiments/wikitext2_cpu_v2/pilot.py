@@ -61,7 +61,7 @@ def report(pilot: Path) -> tuple[str, dict[str, int]]:
     mde3_loss = float("nan")
     for label, get in READOUTS:
         a, b = np.array([get(r) for r in pre]), np.array([get(r) for r in ctl])
-        lo, hi = welch_ci(a, b)
+        lo, hi, _ = welch_ci(a, b)
         # A paired comparison's SD of differences is sd * sqrt(2) when arms sharing a seed are uncorrelated
         # (conservative: a shared seed can only make the pairs positively correlated here).
         sd_diff = float(np.std(a, ddof=1)) * math.sqrt(2)
