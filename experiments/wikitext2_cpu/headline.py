@@ -1,6 +1,6 @@
 """The headline table of each sweep (what README.md here shows), from the report's summary.csv,
 paired.csv and compute.csv: per arm, validation MLM loss and perplexity (the primary read-outs at this
-scale), BLiMP when evaluated, the GLUE score (GLUE convention, CoLA + MRPC + RTE) and the synthetic-task
+scale), BLiMP (overall and per field) when evaluated, the GLUE score (GLUE convention, CoLA + MRPC + RTE) and the synthetic-task
 score, as mean ± std over the pretraining seeds with the Student-t 95% CI over run means; then the
 difference to the baseline arm with its 95% CI, the method and n it rests on (paired t over seeds, or
 Welch), p raw and Holm-adjusted over every comparison of the sweep, the minimal detectable effect at
@@ -22,6 +22,7 @@ ROWS = (  # (task, metric, label)
     ("pretrain", "val_mlm_loss", "val MLM loss"),
     ("pretrain", "val_mlm_ppl", "val MLM ppl"),
     ("BLiMP", "blimp_acc", "BLiMP accuracy"),
+    *((f"BLiMP field: {f}", "blimp_acc", f"BLiMP {f}") for f in ("morphology", "syntax", "semantics", "syntax_semantics")),
     ("GLUE (glue convention, tasks: CoLA, MRPC, RTE)", "score", "GLUE score (CoLA, MRPC, RTE)"),
     ("GLUE (synthetic convention, tasks: SYN-TOPIC, SYN-NEXT, SYN-SIM)", "score", "synthetic score"),
 )

@@ -1,0 +1,97 @@
+"""The verdict table of the WikiText-2 study v2 (README.md here): per compared arm and primary read-out
+(validation MLM loss, BLiMP overall), the paper's direction, this run's, the 95% CI, the test and n,
+the MDE, p Holm-adjusted over the primary rows of the table, and a one-line verdict:
+
+- "agrees" / "opposite": the CI excludes 0 and the Holm-adjusted p < 0.05, in the paper's direction or
+  against it;
+- "confounded": it would agree or oppose, but the arms also differ in something the report flags
+  (tokens seen by > 2%, an LR set by a preset, another config key);
+- "CI excludes 0, not after Holm": a single-comparison effect that the table's multiplicity does not let
+  through (read as a lead, not a finding);
+- "not detectable below X": the CI holds 0; X is the MDE at 80% power, the smallest true effect these
+  runs would have found.
+
+    python experiments/wikitext2_cpu_v2/verdicts.py experiments/wikitext2_cpu_v2/report   # -> verdicts.md
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from robablate.report.stats import holm
+
+ALPHA = 0.05
+# RoBERTa (Liu et al. 2019) per arm against its table's baseline: +1 = the arm is better (lower MLM
+# loss / perplexity, higher accuracy), -1 = worse, as the paper's rows read.
+PAPER = {
+    ("masking", "dynamic"): (+1, "Table 1: dynamic comparable or slightly better (SQuAD 2.0 78.7 vs 78.3, SST-2 92.9 vs 92.5)"),
+    ("format", "sentence_pair"): (-1, "Table 2: SENTENCE-PAIR worse (SQuAD 2.0 76.2 vs 78.7, MNLI 82.9 vs 84.0)"),
+    ("format", "full_sentences"): (+1, "Table 2: FULL-SENTENCES better (SQuAD 2.0 79.1 vs 78.7, MNLI 84.7 vs 84.0)"),
+    ("format", "doc_sentences"): (+1, "Table 2: DOC-SENTENCES better (SQuAD 2.0 79.7 vs 78.7, MNLI 84.7 vs 84.0)"),
+    ("nsp", "false"): (+1, "Table 2: removing NSP matches or slightly improves"),
+    ("batch", "2k"): (+1, "Table 3: 2K better (perplexity 3.68 vs 3.99)"),
+    ("batch", "8k"): (+1, "Table 3: 8K better (perplexity 3.77 vs 3.99)"),
+}
+PRIMARY = (("pretrain", "val_mlm_loss", "val MLM loss", -1), ("BLiMP", "blimp_acc", "BLiMP overall", +1))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.4f}" if abs(x) < 10 else f"{x:+.3g}"
+
+
+def rows(report_dir: Path) -> list[dict]:
+    p = pd.read_csv(report_dir / "paired.csv")
+    out = []
+    for (axis, arm), (paper_sign, paper_text) in PAPER.items():
+        for task, metric, label, better_sign in PRIMARY:
+            r = p[(p.axis == axis) & (p.arm.astype(str) == arm) & (p.task == task) & (p.metric == metric)]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            out.append({"axis": axis, "arm": arm, "baseline": str(r.baseline), "readout": label,
+                        "paper_sign": paper_sign, "paper": paper_text, "better_sign": better_sign,
+                        "diff": r.diff_mean, "lo": r.diff_ci_low, "hi": r.diff_ci_high,
+                        "method": r.method, "n": int(r.n_pairs) if r.n_pairs >= 2 else f"{r.n_arm} vs {r.n_base}",
+                        "p": r.p_value, "mde": r.mde, "flags": "" if pd.isna(r["flags"]) else str(r["flags"])})
+    for r, ph in zip(out, holm([r["p"] for r in out]) if out else []):
+        r["p_holm"] = ph
+    return out
+
+
+def verdict(r: dict) -> tuple[str, str]:
+    """(this run's direction, verdict) of one row."""
+    better = np.sign(r["diff"]) == r["better_sign"]
+    direction = "better" if better else "worse"
+    if not (r["lo"] > 0 or r["hi"] < 0):
+        return direction + " (CI holds 0)", f"not detectable below {r['mde']:.3g}"
+    if r["p_holm"] >= ALPHA:
+        return direction, "CI excludes 0, not after Holm"
+    if r["flags"]:  # tokens seen differ by > 2% or another config key differs: not the axis alone
+        return direction, "confounded"
+    return direction, "agrees" if (1 if better else -1) == r["paper_sign"] else "opposite"
+
+
+def table(report_dir: Path) -> str:
+    lines = ["| comparison | read-out | paper | this run | diff [95% CI] | test, n | p | p (Holm) | MDE (80%) | verdict |",
+             "|---|---|---|---|---:|---|---:|---:|---:|---|"]
+    for r in rows(report_dir):
+        this, v = verdict(r)
+        flag = f" ({r['flags']})" if r["flags"] else ""
+        lines.append(f"| {r['axis']} {r['arm']} − {r['baseline']} | {r['readout']} | "
+                     f"{'better' if r['paper_sign'] > 0 else 'worse'}: {r['paper']} | {this} | "
+                     f"{_fmt(r['diff'])} [{_fmt(r['lo'])}, {_fmt(r['hi'])}] | {r['method']}, {r['n']} | "
+                     f"{r['p']:.3g} | {r['p_holm']:.3g} | {r['mde']:.3g} | {v}{flag} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    root = Path(sys.argv[1])
+    text = "".join(f"### {d.name}\n\n{table(d)}\n" for d in sorted(root.glob("table*")) if (d / "paired.csv").is_file())
+    (root / "verdicts.md").write_text(text, encoding="utf-8")
+    print(text, end="")
