@@ -35,9 +35,10 @@ bench: install
 	$(PY) experiments/bench_preprocess.py
 	$(PY) experiments/bench_startup.py
 
-# The WikiText-2 CPU study (experiments/wikitext2_cpu/README.md): three sweeps, ~2 h on 2 cores.
+# The WikiText-2 CPU study v2 (experiments/wikitext2_cpu_v2/README.md): pilot, three sweeps and their
+# random-init controls, then the reports; about 2 h on 2 cores.
 study: install
-	PATH=$(VENV)/bin:$$PATH bash experiments/wikitext2_cpu/run_all.sh
+	PATH=$(VENV)/bin:$$PATH bash experiments/wikitext2_cpu_v2/run_all.sh
 
 clean:
 	rm -rf outputs .cache .pytest_cache
