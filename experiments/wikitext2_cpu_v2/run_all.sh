@@ -41,3 +41,4 @@ for t in $TABLES; do
   python -m robablate.report "$HERE/results/table$t" --out "$HERE/report/table$t"
   python experiments/wikitext2_cpu/headline.py "$HERE/report/table$t"
 done
+python $HERE/verdicts.py "$HERE/report"
