@@ -127,17 +127,14 @@ def test_steps_walk_epochs_and_keys_carry_the_epoch():
     assert [int(k[0, KEY_EPOCH]) for k in t] == [t.epoch_of_step(i) for i in range(200)]
 
 
-def test_bad_batch_settings_raise_config_error():
-    with pytest.raises(ConfigError, match="batch.size"):
-        sampler(batch_size=64, accumulate=3)
-    with pytest.raises(ConfigError, match="batch.size"):
-        sampler(batch_size=2048)
-    with pytest.raises(ConfigError, match="tokens_per_batch"):
-        list(sampler(tokens_per_batch=10**7))
-    with pytest.raises(ConfigError, match="rank"):
-        sampler(world_size=2, rank=2)
-    with pytest.raises(ConfigError, match="start_step"):
-        sampler(start_step=41)
+@pytest.mark.parametrize("bad,key", [({"batch_size": 64, "accumulate": 3}, "batch.size"),
+                                     ({"batch_size": 2048}, "batch.size"),
+                                     ({"tokens_per_batch": 10**7}, "tokens_per_batch"),  # raised when iterated
+                                     ({"world_size": 2, "rank": 2}, "rank"),
+                                     ({"start_step": 41}, "start_step")])
+def test_bad_batch_settings_raise_config_error(bad, key):
+    with pytest.raises(ConfigError, match=key):
+        list(sampler(**bad))
 
 
 def test_every_format_plans_the_same_tokens_per_step():
