@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robablate.data import glue
+from robablate.data import glue, glue_hub
 from robablate.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
@@ -210,47 +210,32 @@ def test_missing_folder_and_file(tmp_path):
     assert str(tmp_path / "RTE" / "dev.tsv") in str(e.value)
 
 
-def test_too_few_columns_names_file_and_line(tmp_path):
-    p = write(tmp_path / "RTE" / "dev.tsv",
-              "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tonly one text\n")
-    with pytest.raises(DataError) as e:
-        glue.load_task(tmp_path, "RTE", "dev")
-    msg = str(e.value)
-    assert str(p) in msg and "line 3" in msg and "2 tab-separated fields" in msg and "at least 4" in msg
+def stsb_rows(score: str) -> str:
+    """An STS-B file whose second row has the score `score`."""
+    return "\n".join(["\t".join(["h"] * 10), *("\t".join(["0"] * 7 + ["a", "b", s]) for s in ("1.5", score))]) + "\n"
 
 
-def test_unknown_label_names_file_line_value_and_allowed(tmp_path):
-    p = write(tmp_path / "MNLI" / "dev_matched.tsv",
-              "\t".join(["h"] * 16) + "\n" + "\t".join(["x"] * 15 + ["neutral"]) + "\n"
-              + "\t".join(["x"] * 15 + ["maybe"]) + "\n")
-    with pytest.raises(DataError) as e:
-        glue.load_task(tmp_path, "MNLI", "dev_matched")
-    msg = str(e.value)
-    assert str(p) in msg and "line 3" in msg and "'maybe'" in msg and "contradiction, entailment, neutral" in msg
-
-
-@pytest.mark.parametrize("score", ["high", "nan"])
-def test_bad_regression_score(tmp_path, score):
-    header = "\t".join(["h"] * 10)
-    rows = ["\t".join(["0"] * 7 + ["a", "b", s]) for s in ("1.5", score)]
-    write(tmp_path / "STS-B" / "train.tsv", "\n".join([header, *rows]) + "\n")
-    with pytest.raises(DataError, match=rf"line 3.*'{score}'"):
-        glue.load_task(tmp_path, "STS-B", "train")
-
-
-def test_header_of_another_layout_is_refused(tmp_path):
+BAD_FILES = [  # (task, split, file text, what the error must say besides the file's path)
+    ("RTE", "dev", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tonly one text\n",
+     ["line 3", "2 tab-separated fields", "at least 4"]),
+    ("MNLI", "dev_matched", "\t".join(["h"] * 16) + "\n" + "\t".join(["x"] * 15 + ["neutral"]) + "\n"
+     + "\t".join(["x"] * 15 + ["maybe"]) + "\n", ["line 3", "'maybe'", "contradiction, entailment, neutral"]),
+    ("STS-B", "train", stsb_rows("high"), ["line 3", "'high'", "not a finite number"]),
+    ("STS-B", "train", stsb_rows("nan"), ["line 3", "'nan'", "not a finite number"]),
     # a test file (no label column) saved as dev.tsv
-    p = write(tmp_path / "RTE" / "dev.tsv", "index\tsentence1\tsentence2\n0\ta\tb\n")
-    with pytest.raises(DataError) as e:
-        glue.load_task(tmp_path, "RTE", "dev")
-    assert str(p) in str(e.value) and "header (line 1) has 3" in str(e.value)
+    ("RTE", "dev", "index\tsentence1\tsentence2\n0\ta\tb\n", ["header (line 1) has 3"]),
+    ("SST-2", "dev", "sentence\tlabel\n", ["no rows"]),
+]
 
 
-def test_empty_dev_set(tmp_path):
-    p = write(tmp_path / "SST-2" / "dev.tsv", "sentence\tlabel\n")
+@pytest.mark.parametrize("task,split,text,says", BAD_FILES,
+                         ids=["short row", "unknown label", "score high", "score nan", "test layout", "empty"])
+def test_bad_file_is_named_with_line_and_expectation(tmp_path, task, split, text, says):
+    p = write(tmp_path / task / f"{split}.tsv", text)
     with pytest.raises(DataError) as e:
-        glue.load_task(tmp_path, "SST-2", "dev")
-    assert str(p) in str(e.value) and "no rows" in str(e.value)
+        glue.load_task(tmp_path, task, split)
+    msg = str(e.value)
+    assert str(p) in msg and all(x in msg for x in says), msg
 
 
 def test_undecodable_bytes_name_line_and_offset(tmp_path):
@@ -275,7 +260,7 @@ def test_hf_mnli_default_order_is_remapped():
 
     ds = Dataset.from_dict({"premise": ["p0", "p1", "p2"], "hypothesis": ["h0", "h1", "h2"],
                             "label": [0, 1, 2], "idx": [0, 1, 2]})
-    s = glue.load_task_hf("MNLI", "dev_matched", dataset=ds)
+    s = glue_hub.load_task_hf("MNLI", "dev_matched", dataset=ds)
     spec = glue.get_task("MNLI")
     # HF's order is entailment, neutral, contradiction
     assert [spec.labels[i] for i in s.labels] == ["entailment", "neutral", "contradiction"]
@@ -287,22 +272,22 @@ def test_hf_class_label_names_are_used_when_present():
 
     feats = Features({"sentence": Value("string"), "label": ClassLabel(names=["acceptable", "unacceptable"])})
     ds = Dataset.from_dict({"sentence": ["good", "bad"], "label": [0, 1]}, features=feats)
-    s = glue.split_from_hf("CoLA", ds)
+    s = glue_hub.split_from_hf("CoLA", ds)
     assert s.labels.tolist() == [1, 0] and s.texts_b is None  # "acceptable" is our "1"
     feats = Features({"question": Value("string"), "sentence": Value("string"),
                       "label": ClassLabel(names=["entailment", "not_entailment"])})
     ds = Dataset.from_dict({"question": ["q"], "sentence": ["s"], "label": [1]}, features=feats)
-    assert glue.split_from_hf("QNLI", ds).labels.tolist() == [1]
+    assert glue_hub.split_from_hf("QNLI", ds).labels.tolist() == [1]
 
 
 def test_hf_test_split_and_regression():
     from datasets import Dataset
 
     ds = Dataset.from_dict({"question1": ["a", "b"], "question2": ["c", "d"], "label": [-1, -1]})
-    assert glue.split_from_hf("QQP", ds).labels is None
+    assert glue_hub.split_from_hf("QQP", ds).labels is None
     ds = Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [3.25]})
-    s = glue.split_from_hf("STS-B", ds)
+    s = glue_hub.split_from_hf("STS-B", ds)
     assert s.labels.dtype == np.float32 and s.labels.tolist() == [3.25]
     with pytest.raises(DataError, match="text columns"):
-        glue.split_from_hf("RTE", Dataset.from_dict({"text": ["a"], "label": [0]}))
-    assert glue.hf_split_name("dev_mismatched") == "validation_mismatched"
+        glue_hub.split_from_hf("RTE", Dataset.from_dict({"text": ["a"], "label": [0]}))
+    assert glue_hub.hf_split_name("dev_mismatched") == "validation_mismatched"

@@ -9,7 +9,7 @@ also what the label strings in the TSV files and the GLUE server use:
   CoLA/SST-2/MRPC/QQP/WNLI ("0", "1"); QNLI/RTE ("entailment", "not_entailment");
   MNLI ("contradiction", "entailment", "neutral").
 HF *datasets* order MNLI differently (entailment, neutral, contradiction) and names the binary classes
-(e.g. "unacceptable"/"acceptable"); `split_from_hf` maps those to our order through `hf_labels`, so a
+(e.g. "unacceptable"/"acceptable"); data/glue_hub.py maps those to our order through `hf_labels`, so a
 class index means the same thing whichever source the data came from (docs/facts.md §3).
 
 Readers split on "\\t" only, never with CSV quoting: MNLI, QQP and QNLI hold unbalanced `"`, and a
@@ -21,7 +21,7 @@ Files are read as bytes and split on b"\\n" only: str.splitlines() would also br
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +45,39 @@ class Layout:
         cols = [c for c in (self.text_a, self.text_b, self.label) if c is not None and c >= 0]
         return max(cols) + 1 + (1 if self.label == -1 else 0)
 
+    def unlabelled(self) -> "Layout":
+        """The same columns without the label: most test files (those that add an index column say so)."""
+        return replace(self, label=None)
+
 
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything robablate needs to know about one fine-tuning task."""
 
-    name: str
-    folder: str                      # folder under glue.data_dir (official release names)
+    name: str                        # also its folder under glue.data_dir (official release names)
     layout: Layout                   # train and dev files
-    test_layout: Layout | None       # test files (no labels); None when the task has no test files
     labels: tuple[str, ...]          # label strings as in the TSV, in our class-index order; () = regression
     metrics: tuple[str, ...]         # metric names as task_metrics returns them
-    main_metric: str                 # the one a table shows (the BERT-paper column)
+    main_metric: str = ""            # the one a table shows (the BERT-paper column); "" = the first metric
+    test_layout: Layout | None = None  # test files (no labels); None = layout.unlabelled() (no test files: None)
     dev_files: tuple[str, ...] = ("dev.tsv",)
     test_files: tuple[str, ...] = ("test.tsv",)
-    submission_files: tuple[str, ...] = ()  # GLUE-server file per test file (same order)
+    submission_files: tuple[str, ...] = ()  # GLUE-server file per test file (same order); () = <name>.tsv
     hf_config: str | None = None     # config of the hub dataset nyu-mll/glue
     hf_columns: tuple[str, str | None] = ("sentence", None)
     hf_labels: tuple[tuple[str, str], ...] = ()  # (HF ClassLabel name, our label) in HF's index order
     synthetic: bool = False          # robablate's synthetic tasks: never part of a GLUE score
+
+    def __post_init__(self) -> None:
+        derived = {"main_metric": self.main_metric or self.metrics[0],
+                   "test_layout": self.test_layout or (self.layout.unlabelled() if self.test_files else None),
+                   "submission_files": self.submission_files or tuple(f"{self.name}.tsv" for _ in self.test_files)}
+        for key, value in derived.items():
+            object.__setattr__(self, key, value)
+
+    @property
+    def folder(self) -> str:
+        return self.name
 
     @property
     def is_regression(self) -> bool:
@@ -88,83 +102,60 @@ class TaskSpec:
 
 _BIN = ("0", "1")
 _NLI2 = ("entailment", "not_entailment")
-_NLI2_HF = (("entailment", "entailment"), ("not_entailment", "not_entailment"))
-_PAIR = Layout(header=True, text_a=1, text_b=2, label=3)        # QNLI / RTE / WNLI train+dev
-_PAIR_TEST = Layout(header=True, text_a=1, text_b=2, label=None)  # index, text_a, text_b
-_STSB = Layout(header=True, text_a=7, text_b=8, label=9)
-_STSB_TEST = Layout(header=True, text_a=7, text_b=8, label=None)
-_SINGLE = Layout(header=True, text_a=0, text_b=None, label=1)   # SST-2: sentence, label
+_PAIR = Layout(header=True, text_a=1, text_b=2, label=3)          # QNLI / RTE / WNLI: index, a, b, label
 _SINGLE_TEST = Layout(header=True, text_a=1, text_b=None, label=None)  # CoLA / SST-2 test: index, sentence
 
+
+def _binary(negative: str, positive: str) -> tuple[tuple[str, str], ...]:
+    """hf_labels of a ("0", "1") task whose hub ClassLabel names the two classes."""
+    return ((negative, "0"), (positive, "1"))
+
+
 GLUE_TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec("CoLA", "CoLA",
-             # no header: source, label, original judgement, sentence
-             layout=Layout(header=False, text_a=3, text_b=None, label=1),
-             test_layout=_SINGLE_TEST,
-             labels=_BIN, metrics=("mcc",), main_metric="mcc",
-             submission_files=("CoLA.tsv",), hf_config="cola", hf_columns=("sentence", None),
-             hf_labels=(("unacceptable", "0"), ("acceptable", "1"))),
-    TaskSpec("SST-2", "SST-2", layout=_SINGLE,
-             test_layout=_SINGLE_TEST,
-             labels=_BIN, metrics=("acc",), main_metric="acc",
-             submission_files=("SST-2.tsv",), hf_config="sst2", hf_columns=("sentence", None),
-             hf_labels=(("negative", "0"), ("positive", "1"))),
-    TaskSpec("MRPC", "MRPC",
-             # Quality, #1 ID, #2 ID, #1 String, #2 String (train/dev start with a UTF-8 BOM)
-             layout=Layout(header=True, text_a=3, text_b=4, label=0),
-             test_layout=Layout(header=True, text_a=3, text_b=4, label=None),  # index, #1 ID, #2 ID, ...
-             labels=_BIN, metrics=("f1", "acc"), main_metric="f1",
-             submission_files=("MRPC.tsv",), hf_config="mrpc", hf_columns=("sentence1", "sentence2"),
-             hf_labels=(("not_equivalent", "0"), ("equivalent", "1"))),
-    TaskSpec("STS-B", "STS-B", layout=_STSB, test_layout=_STSB_TEST,  # score 0..5 in column 9
-             labels=(), metrics=("pearson", "spearman"), main_metric="spearman",
-             submission_files=("STS-B.tsv",), hf_config="stsb", hf_columns=("sentence1", "sentence2")),
-    TaskSpec("QQP", "QQP",
-             # id, qid1, qid2, question1, question2, is_duplicate
-             layout=Layout(header=True, text_a=3, text_b=4, label=5),
-             test_layout=Layout(header=True, text_a=1, text_b=2, label=None),  # id, question1, question2
-             labels=_BIN, metrics=("f1", "acc"), main_metric="f1",
-             submission_files=("QQP.tsv",), hf_config="qqp", hf_columns=("question1", "question2"),
-             hf_labels=(("not_duplicate", "0"), ("duplicate", "1"))),
-    TaskSpec("MNLI", "MNLI",
-             # index, promptID, pairID, genre, 4 parses, sentence1, sentence2, label1[..label5], gold_label
-             layout=Layout(header=True, text_a=8, text_b=9, label=-1),
-             test_layout=Layout(header=True, text_a=8, text_b=9, label=None),
-             labels=("contradiction", "entailment", "neutral"), metrics=("acc_m", "acc_mm"),
-             main_metric="acc_m",
-             dev_files=("dev_matched.tsv", "dev_mismatched.tsv"),
-             test_files=("test_matched.tsv", "test_mismatched.tsv"),
-             submission_files=("MNLI-m.tsv", "MNLI-mm.tsv"), hf_config="mnli",
-             hf_columns=("premise", "hypothesis"),
-             hf_labels=(("entailment", "entailment"), ("neutral", "neutral"),
-                        ("contradiction", "contradiction"))),
-    TaskSpec("QNLI", "QNLI", layout=_PAIR, test_layout=_PAIR_TEST,  # index, question, sentence, label
-             labels=_NLI2, metrics=("acc",), main_metric="acc",
-             submission_files=("QNLI.tsv",), hf_config="qnli", hf_columns=("question", "sentence"),
-             hf_labels=_NLI2_HF),
-    TaskSpec("RTE", "RTE", layout=_PAIR, test_layout=_PAIR_TEST,  # index, sentence1, sentence2, label
-             labels=_NLI2, metrics=("acc",), main_metric="acc",
-             submission_files=("RTE.tsv",), hf_config="rte", hf_columns=("sentence1", "sentence2"),
-             hf_labels=_NLI2_HF),
-    TaskSpec("WNLI", "WNLI", layout=_PAIR, test_layout=_PAIR_TEST,  # label 1 = entailment
-             labels=_BIN, metrics=("acc",), main_metric="acc",
-             submission_files=("WNLI.tsv",), hf_config="wnli", hf_columns=("sentence1", "sentence2"),
-             hf_labels=(("not_entailment", "0"), ("entailment", "1"))),
+    # no header: source, label, original judgement, sentence
+    TaskSpec("CoLA", Layout(header=False, text_a=3, text_b=None, label=1), _BIN, ("mcc",), test_layout=_SINGLE_TEST,
+             hf_config="cola", hf_labels=_binary("unacceptable", "acceptable")),
+    TaskSpec("SST-2", Layout(header=True, text_a=0, text_b=None, label=1), _BIN, ("acc",), test_layout=_SINGLE_TEST,
+             hf_config="sst2", hf_labels=_binary("negative", "positive")),
+    # Quality, #1 ID, #2 ID, #1 String, #2 String (train/dev start with a UTF-8 BOM); test: index, #1 ID, ...
+    TaskSpec("MRPC", Layout(header=True, text_a=3, text_b=4, label=0), _BIN, ("f1", "acc"),
+             hf_config="mrpc", hf_columns=("sentence1", "sentence2"), hf_labels=_binary("not_equivalent", "equivalent")),
+    # score 0..5 in column 9
+    TaskSpec("STS-B", Layout(header=True, text_a=7, text_b=8, label=9), (), ("pearson", "spearman"),
+             main_metric="spearman", hf_config="stsb", hf_columns=("sentence1", "sentence2")),
+    # id, qid1, qid2, question1, question2, is_duplicate; test: id, question1, question2
+    TaskSpec("QQP", Layout(header=True, text_a=3, text_b=4, label=5), _BIN, ("f1", "acc"),
+             test_layout=Layout(header=True, text_a=1, text_b=2, label=None),
+             hf_config="qqp", hf_columns=("question1", "question2"), hf_labels=_binary("not_duplicate", "duplicate")),
+    # index, promptID, pairID, genre, 4 parses, sentence1, sentence2, label1[..label5], gold_label
+    TaskSpec("MNLI", Layout(header=True, text_a=8, text_b=9, label=-1), ("contradiction", "entailment", "neutral"),
+             ("acc_m", "acc_mm"), dev_files=("dev_matched.tsv", "dev_mismatched.tsv"),
+             test_files=("test_matched.tsv", "test_mismatched.tsv"), submission_files=("MNLI-m.tsv", "MNLI-mm.tsv"),
+             hf_config="mnli", hf_columns=("premise", "hypothesis"),
+             hf_labels=tuple((c, c) for c in ("entailment", "neutral", "contradiction"))),
+    TaskSpec("QNLI", _PAIR, _NLI2, ("acc",), hf_config="qnli", hf_columns=("question", "sentence"),
+             hf_labels=tuple((c, c) for c in _NLI2)),
+    TaskSpec("RTE", _PAIR, _NLI2, ("acc",), hf_config="rte", hf_columns=("sentence1", "sentence2"),
+             hf_labels=tuple((c, c) for c in _NLI2)),
+    # label 1 = entailment
+    TaskSpec("WNLI", _PAIR, _BIN, ("acc",), hf_config="wnli", hf_columns=("sentence1", "sentence2"),
+             hf_labels=_binary("not_entailment", "entailment")),
 )
 
-# Synthetic tasks written by robablate.data.synthetic in the layouts named (train.tsv + dev.tsv only).
+
+def _synthetic(name: str, like: str, labels: tuple[str, ...] = ()) -> TaskSpec:
+    """A synthetic task written by robablate.data.synthetic in the layout of the GLUE task `like`, with
+    its metrics and (unless given) its labels; train.tsv + dev.tsv only."""
+    base = next(t for t in GLUE_TASKS if t.name == like)
+    return TaskSpec(name, base.layout, labels or base.labels, base.metrics, base.main_metric, test_files=(),
+                    synthetic=True)
+
+
 SYNTHETIC_TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec("SYN-TOPIC", "SYN-TOPIC", layout=_SINGLE, test_layout=None,  # SST-2 layout
-             labels=("0", "1", "2", "3"), metrics=("acc",), main_metric="acc",
-             test_files=(), synthetic=True),
-    TaskSpec("SYN-NEXT", "SYN-NEXT", layout=_PAIR, test_layout=None,  # RTE layout
-             labels=_NLI2, metrics=("acc",), main_metric="acc", test_files=(), synthetic=True),
-    TaskSpec("SYN-SIM", "SYN-SIM", layout=_STSB, test_layout=None,  # STS-B layout, regression
-             labels=(), metrics=("pearson", "spearman"), main_metric="spearman",
-             test_files=(), synthetic=True),
-    TaskSpec("SYN-ORDER", "SYN-ORDER",  # CoLA layout (no header), Matthews correlation
-             layout=Layout(header=False, text_a=3, text_b=None, label=1), test_layout=None,
-             labels=_BIN, metrics=("mcc",), main_metric="mcc", test_files=(), synthetic=True),
+    _synthetic("SYN-TOPIC", "SST-2", labels=("0", "1", "2", "3")),
+    _synthetic("SYN-NEXT", "RTE"),
+    _synthetic("SYN-SIM", "STS-B"),     # regression: labels () as STS-B
+    _synthetic("SYN-ORDER", "CoLA"),    # Matthews correlation
 )
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in GLUE_TASKS + SYNTHETIC_TASKS}
@@ -323,86 +314,6 @@ def load_task(data_dir: str | Path, task: str | TaskSpec, split: str) -> Split:
     assert layout is not None  # split_file refused test splits of tasks without test files
     # QQP is the one task whose official files hold malformed short rows; elsewhere they are errors.
     return read_tsv(folder / filename, spec, layout, skip_malformed=spec.name == "QQP")
-
-
-# --- GLUE from the Hugging Face hub (glue.source=hf) ------------------------------------------------
-
-_HF_TEXT_COLUMNS = (("premise", "hypothesis"), ("question1", "question2"), ("question", "sentence"),
-                    ("sentence1", "sentence2"), ("sentence", None))
-
-
-def hf_split_name(split: str) -> str:
-    """Our split name -> the hub's: dev -> validation, dev_matched -> validation_matched, ..."""
-    return split.replace("dev", "validation", 1) if split.startswith("dev") else split
-
-
-def _hf_label_table(spec: TaskSpec, names: list[str] | None) -> np.ndarray:
-    """HF class index -> our class index, from the dataset's ClassLabel names when it has them, else
-    from HF's documented order for the task (spec.hf_labels)."""
-    alias = dict(spec.hf_labels)
-    if names is None:
-        names = [n for n, _ in spec.hf_labels] or list(spec.labels)
-    table = []
-    for n in names:
-        ours = alias.get(n, n)
-        if ours not in spec.labels:
-            raise DataError(f"hf dataset for {spec.name}: label name {n!r} has no counterpart among "
-                            f"{', '.join(spec.labels)}")
-        table.append(spec.labels.index(ours))
-    return np.asarray(table, dtype=np.int64)
-
-
-def split_from_hf(task: str | TaskSpec, dataset: Any, name: str = "hf") -> Split:
-    """Convert a `datasets.Dataset` with GLUE's hub columns (sentence / sentence1,sentence2 / question,
-    sentence / question1,question2 / premise,hypothesis; `label` in HF's order) to a Split in our
-    label order. Test splits (all labels -1) get labels=None."""
-    spec = get_task(task)
-    cols = set(dataset.column_names)
-    candidates = [spec.hf_columns, *_HF_TEXT_COLUMNS]
-    chosen = next((c for c in candidates
-                   if (c[1] is None) != spec.is_pair and c[0] in cols and (c[1] is None or c[1] in cols)), None)
-    if chosen is None:
-        raise DataError(f"{name}: no text columns for {spec.name} among {sorted(cols)} "
-                        f"(expected {spec.hf_columns})")
-    texts_a = list(dataset[chosen[0]])
-    texts_b = list(dataset[chosen[1]]) if chosen[1] else None
-    labels = None
-    if "label" in cols:
-        raw = np.asarray(dataset["label"])
-        if spec.is_regression:
-            labels = raw.astype(np.float32)
-        elif not (raw == -1).all():  # GLUE test splits on the hub carry label -1
-            if (raw < 0).any():
-                raise DataError(f"{name}: {int((raw < 0).sum())} rows of {spec.name} have label -1 "
-                                f"among labelled rows")
-            feature = dataset.features.get("label")
-            names = list(feature.names) if getattr(feature, "names", None) else None
-            table = _hf_label_table(spec, names)
-            if raw.max() >= len(table):
-                raise DataError(f"{name}: label {int(raw.max())} out of range for {spec.name} "
-                                f"({len(table)} classes)")
-            labels = table[raw.astype(np.int64)]
-    if not texts_a:
-        raise DataError(f"{name}: no rows for {spec.name}")
-    return Split(texts_a, texts_b, labels, 0, Path(name))
-
-
-def load_task_hf(task: str | TaskSpec, split: str, dataset: Any = None) -> Split:
-    """`glue.source=hf`: load `split` of `task` from the hub dataset nyu-mll/glue (or convert the
-    given `dataset`, which tests pass to stay offline)."""
-    spec = get_task(task)
-    split_file(spec, split)  # validates the split name
-    name = f"hf:nyu-mll/glue/{spec.hf_config}/{hf_split_name(split)}"
-    if dataset is None:
-        if spec.hf_config is None:
-            raise ConfigError(f"glue.source: {spec.name} is not on the hub; use glue.source=local")
-        from datasets import load_dataset
-
-        try:
-            dataset = load_dataset("nyu-mll/glue", spec.hf_config, split=hf_split_name(split))
-        except Exception as e:  # offline, renamed dataset, ...: say what was asked for
-            raise DataError(f"{name}: could not load from the Hugging Face hub ({type(e).__name__}: {e})") from e
-    return split_from_hf(spec, dataset, name)
 
 
 # --- GLUE-server submission files -------------------------------------------------------------------
