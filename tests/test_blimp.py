@@ -203,14 +203,14 @@ def test_bad_blimp_config_names_the_key(section, key):
 
 
 def test_eval_and_init_switches_compose_and_refuse_nonsense():
-    from robablate.pretrain import model_init
+    from robablate.config import validate
 
     cfg = compose_cfg(["eval=blimp", "model.init=random"])
     assert cfg.eval.blimp.max_pairs is None and cfg.eval.blimp.data_dir.endswith("blimp")
-    assert model_init(cfg) == "random" and model_init(compose_cfg([])) == "pretrained"
+    assert validate(cfg).specs.model.init == "random" and validate(compose_cfg([])).specs.model.init == "pretrained"
     assert compose_cfg([]).eval.blimp is None
-    with pytest.raises(ConfigError, match="`model.init`.*'pretraned'"):
-        model_init(compose_cfg(["model.init=pretraned"]))
+    with pytest.raises(ConfigError, match="`model.init`.*'pretraned'"):  # before any compute
+        validate(compose_cfg(["model.init=pretraned"]))
 
 
 # --- end to end: pretraining must beat the random-init control on synthetic minimal pairs -----------
@@ -219,7 +219,8 @@ def synthetic_pairs(n: int, seed: int = 0, function_words: bool = False) -> list
     {place}.` with words of the right classes (good) vs. the same words with two of different classes
     swapped (bad), as SYN-ORDER builds its unacceptable rows; with `function_words`, the bad sentence
     instead swaps `the` and the adjective (`{verb} {adj} the {noun}`), an order the corpus never has."""
-    from robablate.data.synthetic import _TASK_SENTENCE, ORDER_SLOTS, make_world
+    from robablate.data.synthetic import make_world
+    from robablate.data.synthetic_glue import ORDER_SLOTS, TASK_SENTENCE
 
     world = make_world()
     rng = np.random.default_rng([seed, 11])
@@ -233,11 +234,11 @@ def synthetic_pairs(n: int, seed: int = 0, function_words: bool = False) -> list
         swapped[i], swapped[j] = words[j], words[i]
         fmt = dict(zip(("name", "verb", "adj", "noun", "place"), words))
         bad = dict(zip(("name", "verb", "adj", "noun", "place"), swapped))
-        good = _TASK_SENTENCE.format(**fmt)
+        good = TASK_SENTENCE.format(**fmt)
         if function_words:
             pairs.append((good, good.replace(f" the {fmt['adj']} ", f" {fmt['adj']} the ")))
         else:
-            pairs.append((good, _TASK_SENTENCE.format(**bad)))
+            pairs.append((good, TASK_SENTENCE.format(**bad)))
     return pairs
 
 

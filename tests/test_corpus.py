@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from robablate.data import corpus
+from robablate.data import corpus, documents
 from robablate.errors import ConfigError, DataError
 
 
@@ -50,14 +50,14 @@ WIKI_DOCS = [
     ("   ", []),
 ])
 def test_split_sentences(line, expected):
-    assert corpus.split_sentences(line) == expected
+    assert documents.split_sentences(line) == expected
 
 
 def test_heading_boundaries_start_documents_and_drop_headings():
-    assert list(corpus.documents_from_lines(WIKI_LINES, "heading", split=True)) == WIKI_DOCS
-    assert corpus.heading_level(" = = Gameplay = = ") == 2 and corpus.heading_level(" = A = B") == 0
+    assert list(documents.documents_from_lines(WIKI_LINES, "heading", split=True)) == WIKI_DOCS
+    assert documents.heading_level(" = = Gameplay = = ") == 2 and documents.heading_level(" = A = B") == 0
     # In blank_line mode the same lines give one document per paragraph, headings kept as text.
-    blank = list(corpus.documents_from_lines(WIKI_LINES, "blank_line", split=False))
+    blank = list(documents.documents_from_lines(WIKI_LINES, "blank_line", split=False))
     assert len(blank) == 5 and blank[0] == ["= Valkyria Chronicles III ="]
 
 
@@ -157,12 +157,12 @@ def test_hf_documents_on_a_dataset_and_on_plain_rows():
     datasets = pytest.importorskip("datasets")
     rows = [line + "\n" for line in WIKI_LINES]
     ds = datasets.Dataset.from_dict({"text": rows, "id": list(range(len(rows)))})
-    assert list(corpus.hf_documents(ds, "text", "heading", True)) == WIKI_DOCS
-    assert list(corpus.hf_documents([{"text": r} for r in rows], "text", "heading", True)) == WIKI_DOCS
+    assert list(documents.hf_documents(ds, "text", "heading", True)) == WIKI_DOCS
+    assert list(documents.hf_documents([{"text": r} for r in rows], "text", "heading", True)) == WIKI_DOCS
     paragraphs = datasets.Dataset.from_dict({"body": ["A one. A two.\n\nA three.", "", "B one."]})
-    assert list(corpus.hf_documents(paragraphs, "body", "row", True)) == [["A one.", "A two.", "A three."], ["B one."]]
+    assert list(documents.hf_documents(paragraphs, "body", "row", True)) == [["A one.", "A two.", "A three."], ["B one."]]
     with pytest.raises(ConfigError, match="corpus.text_column"):
-        list(corpus.hf_documents(ds, "content", "heading", True))
+        list(documents.hf_documents(ds, "content", "heading", True))
 
 
 @pytest.mark.shared_data

@@ -14,6 +14,7 @@ from robablate.data import glue, glue_encoding as ge
 from robablate.data.formats import truncation_counts
 from robablate.errors import ConfigError, DataError
 from robablate.models.bert import BertConfig, BertForPretraining
+from robablate.optim import OptimizerSpec
 from robablate.readouts import glue as rg
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
@@ -195,7 +196,8 @@ def test_pretrained_encoder_state_is_loaded(tokenizer):
     pre = BertForPretraining(config, nsp=False)
     with torch.no_grad():
         pre.encoder.pooler.weight.fill_(0.123)
-    m = ft.FinetuneModule(dict(vars(config)), "SYN-NEXT", 1e-3, 10, encoder_state=pre.encoder.state_dict())
+    m = ft.FinetuneModule(dict(vars(config)), "SYN-NEXT", ft.FinetuneSettings(lr=1e-3), 10,
+                          encoder_state=pre.encoder.state_dict())
     for k, v in pre.encoder.state_dict().items():
         assert torch.equal(m.model.encoder.state_dict()[k], v), k
     assert m.model.classifier.out_features == 2
@@ -258,19 +260,21 @@ def test_grid_points():
 
 def test_finetune_all_glue_section(tmp_path):
     """finetune_all as the pipeline calls it: encoder from a HF folder, synthetic task, seeds x grid."""
-    from conftest import compose_cfg
+    from omegaconf import OmegaConf
 
-    from robablate.data import synthetic
+    from conftest import compose_cfg
+    from robablate.config import validate
+    from robablate.data import synthetic_glue
     from robablate.models.hf_export import save_hf
 
     cfg = compose_cfg(["glue.tasks=[SYN-TOPIC]", "glue.seeds=2", "glue.epochs=1", "glue.max_train_examples=48",
                        "glue.max_eval_examples=24", "glue.max_len=32", "glue.grid={lr:[1.0e-5,5.0e-3]}",
                        f"cache_dir={tmp_path / 'cache'}", "trainer.enable_progress_bar=false",
                        "trainer.accelerator=cpu"])
-    syn = synthetic.ensure_glue(cfg.corpus, cfg.cache_dir)
+    syn = synthetic_glue.ensure_glue(cfg.corpus, cfg.cache_dir)
     tok = make_tokenizer(glue.load_task(syn, "SYN-TOPIC", "train").texts_a + glue.load_task(syn, "SYN-TOPIC", "dev").texts_a)
     hf_dir = save_hf(BertForPretraining(tiny_config(len(tok)), nsp=False), tmp_path / "hf", tokenizer=tok)
-    section = rg.finetune_all(cfg, tmp_path / "run", hf_dir, tok)
+    section = rg.finetune_all(OmegaConf.to_container(cfg.glue, resolve=True), validate(cfg), tmp_path / "run", hf_dir, tok)
     task = section["tasks"]["SYN-TOPIC"]
     assert task["metrics"] == ["acc"] and task["main"] == "acc" and task["summary"]["n"] == 2
     assert [r["seed"] for r in task["seeds"]] == [0, 1]
@@ -308,9 +312,11 @@ def test_test_splits_are_encoded_uncapped_and_written_as_submission(tmp_path):
 
 def test_finetune_settings_are_checked_once_with_defaults_for_null():
     hp = ft.FinetuneSettings.from_config({"lr": 1e-4, "epochs": None, "betas": [0.9, 0.999], "tasks": ["RTE"]})
-    assert hp == ft.FinetuneSettings(lr=1e-4, betas=(0.9, 0.999))  # null = RoBERTa's default; other keys ignored
-    assert hp.epochs == 3 and hp.warmup_fraction == 0.06
+    # null = RoBERTa's default; other keys ignored
+    assert hp == ft.FinetuneSettings(lr=1e-4, optimizer=OptimizerSpec(betas=(0.9, 0.999), eps=1e-6, weight_decay=0.1))
+    assert hp.epochs == 3 and hp.schedule.warmup_fraction == 0.06
     for bad, key in (({"batch_size": 0}, "glue.batch_size"), ({"max_len": 3}, "glue.max_len"),
-                     ({"lr": "fast"}, "glue.lr"), ({"warmup_fraction": 1.0}, "glue.warmup_fraction")):
+                     ({"lr": "fast"}, "glue.lr"), ({"warmup_fraction": 1.0}, "glue.warmup_fraction"),
+                     ({"weight_decay": -0.1}, "glue.weight_decay"), ({"betas": [0.9, 1.0]}, "glue.betas")):
         with pytest.raises(ConfigError, match=key):
             ft.FinetuneSettings.from_config(bad)

@@ -21,9 +21,9 @@ PACKAGE = SRC / "robablate"
 LAYERS = [
     ["errors", "io", "schema", "settings", "threads", "quiet"],
     ["data"],                                   # pure data code: no Plan, no Lightning wiring
-    ["models", "metrics", "optim"],
+    ["models", "metrics", "optim", "loggers"],  # the loggers take a LoggerSpec, never the config
     ["config"],                                 # checks every rule (each module owns its own) -> Plan
-    ["datamodule", "finetune", "loggers", "progress"],
+    ["datamodule", "finetune", "progress"],
     ["pretrain"],
     ["tune", "readouts"],
     ["results", "summary", "overrides"],

@@ -269,7 +269,7 @@ def test_masking_spec_is_checked_once_and_masks_like_mask_tokens():
     with pytest.raises(ConfigError, match="masking"):
         MaskingSpec.from_config({"name": "sometimes", "mask_prob": 0.15})
     spec = MaskingSpec.from_config({"name": "static", "mask_prob": 0.15, "dupe_factor": 10})
-    assert MaskingSpec.from_config(spec) is spec
+    assert MaskingSpec.of(spec) is spec
     tokens = make_batch(np.random.default_rng(5), 16, 64)
     rows = np.arange(16, dtype=np.int64)
     a = mask_batch(tokens, rows, 3, 7, spec, IDS)

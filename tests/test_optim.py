@@ -9,8 +9,7 @@ from omegaconf import OmegaConf
 
 from robablate.errors import ConfigError
 from robablate.models.bert import BertConfig, BertForPretraining
-from robablate.optim import (SCHEDULERS, build_optimizer, build_scheduler, lr_at, param_groups,
-                             validate_scheduler, warmup_steps)
+from robablate.optim import SCHEDULERS, ScheduleSpec, build_optimizer, build_scheduler, lr_at, param_groups
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PEAK, TOTAL, WARM = 1e-3, 1000, 100
@@ -127,11 +126,11 @@ def test_inverse_sqrt():
 
 def test_warmup_fraction_used_when_steps_null():
     c = {"name": "linear", "warmup_steps": None, "warmup_fraction": 0.06}
-    assert warmup_steps(c, TOTAL) == 60
+    assert ScheduleSpec.from_config(c).warmup(TOTAL) == 60
     assert lr_at(c, TOTAL, PEAK, 30) == pytest.approx(PEAK / 2)
     assert lr_at(c, TOTAL, PEAK, 60) == pytest.approx(PEAK)
-    assert warmup_steps(c, 3) == 0  # never swallows the whole (tiny) run
-    assert warmup_steps({**c, "warmup_fraction": 0.9}, 2) == 1
+    assert ScheduleSpec.from_config(c).warmup(3) == 0  # never swallows the whole (tiny) run
+    assert ScheduleSpec.from_config({**c, "warmup_fraction": 0.9}).warmup(2) == 1
 
 
 def test_scheduler_drives_every_param_group():
@@ -150,7 +149,7 @@ def test_scheduler_drives_every_param_group():
 def test_scheduler_presets_build(name):
     cfg = OmegaConf.load(CONF / "scheduler" / f"{name}.yaml")
     assert cfg.name == name and cfg.warmup_steps is None and cfg.warmup_fraction == 0.06
-    validate_scheduler(cfg)
+    assert ScheduleSpec.from_config(cfg).name == name
     opt = torch.optim.AdamW(model().parameters(), lr=PEAK)
     assert isinstance(build_scheduler(opt, cfg, 200), torch.optim.lr_scheduler.LambdaLR)
     assert lr_at(cfg, 200, PEAK, 12) == pytest.approx(PEAK)  # 6% of 200 steps of warmup

@@ -96,7 +96,7 @@ def _fed_batches(cfg, n_steps: int):
     from robablate.datamodule import PhasedSampler, prepare
 
     plan = validate(cfg)
-    data = prepare(cfg, plan)
+    data = prepare(plan)
     ds = MaskedBatches(data, cfg.masking, int(cfg.seed))
     it = iter(PhasedSampler(data, plan, int(cfg.seed), 0, lambda: 0))
     return data, plan, [(key, ds[key]) for key, _ in zip(it, range(n_steps * plan.accumulate))]

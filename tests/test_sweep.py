@@ -164,7 +164,7 @@ def test_table1_arms_diverge_within_the_budget(cache_dir) -> None:
 
     cfg = compose_cfg(["experiment=roberta_table1", "masking=static", f"cache_dir={cache_dir}"])
     plan = validate(cfg)
-    instances = prepare(cfg, plan).stats["instances"][0]
+    instances = prepare(plan).stats["instances"][0]
     epochs = plan.total_steps * plan.global_batch / instances
     dupe = cfg.masking.dupe_factor
     assert epochs >= dupe + 2, f"{epochs:.1f} epochs: static and dynamic masking would (almost) never differ"

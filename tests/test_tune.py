@@ -78,7 +78,7 @@ def test_tune_split_is_disjoint_from_the_reported_validation(tmp_path, cache_dir
     cfg = compose_cfg(["experiment=smoke", "glue=none", f"cache_dir={cache_dir}", "nsp=false",
                        "train.val_instances=32"])
     plan = validate(cfg)
-    reported, pilot = prepare(cfg, plan), prepare(cfg, plan, tune_split=True)
+    reported, pilot = prepare(plan), prepare(plan, tune_split=True)
     rows = lambda inst: {inst.input_ids[i, :n].tobytes() for i, n in enumerate(inst.lengths)}  # noqa: E731
     tune_val, report_val = rows(pilot.val_mlm), rows(reported.val_mlm)
     assert tune_val and not tune_val & report_val
@@ -101,7 +101,7 @@ def test_absurd_lr_is_not_chosen_and_the_choice_is_cached(tmp_path, cache_dir, m
 
     pilots = []
     real = tune._pilot
-    monkeypatch.setattr(tune, "_pilot", lambda *a: pilots.append(a[1].lr) or real(*a))
+    monkeypatch.setattr(tune, "_pilot", lambda *a: pilots.append(a[0].lr) or real(*a))
     monkeypatch.setattr(tune, "TUNE_VERSION", f"test-{tmp_path.name}")  # a fresh key in the shared cache
     first = run(arm(0))
     t = first["tune"]

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import compose_cfg, sweep_ok
 from robablate import loggers as run_loggers
+from robablate.config import validate
 from robablate.pipeline import run
 
 wandb = pytest.importorskip("wandb")
@@ -28,6 +29,11 @@ def _teardown_wandb():
     if wandb.run is not None:
         wandb.finish()
     wandb.teardown()
+
+
+def logger_spec(overrides: list[str]) -> run_loggers.LoggerSpec:
+    """What the loggers are given: the `logger` settings checked with the rest of the config."""
+    return validate(compose_cfg(overrides)).specs.logger
 
 
 # --- reading offline runs -----------------------------------------------------------------------------
@@ -135,32 +141,32 @@ def test_wandb_init_failure_warns_and_the_run_completes(tmp_path, cache_dir, mon
 
 
 def test_logger_none_builds_no_logger_and_writes_no_log(tmp_path) -> None:
-    cfg = compose_cfg(["logger=none", f"run_dir={tmp_path}"])
-    assert run_loggers.build_loggers(cfg, tmp_path, "pretrain") == []
-    assert [type(lg).__name__ for lg in run_loggers.build_loggers(compose_cfg(["logger=csv"]), tmp_path,
+    spec = logger_spec(["logger=none", f"run_dir={tmp_path}"])
+    assert run_loggers.build_loggers(spec, tmp_path, "pretrain") == []
+    assert [type(lg).__name__ for lg in run_loggers.build_loggers(logger_spec(["logger=csv"]), tmp_path,
                                                                   "pretrain")] == ["CSVLogger"]
 
 
 def test_invalid_wandb_mode_warns_and_keeps_the_csv_logger(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "invalid")
-    cfg = compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
+    spec = logger_spec(["logger=wandb", f"run_dir={tmp_path}"])
     with pytest.warns(UserWarning, match="W&B: logger disabled"):
-        loggers = run_loggers.build_loggers(cfg, tmp_path, "pretrain")
+        loggers = run_loggers.build_loggers(spec, tmp_path, "pretrain")
     assert [type(lg).__name__ for lg in loggers] == ["CSVLogger"]
     assert wandb.run is None
 
 
 @pytest.fixture
-def offline_wandb_cfg(tmp_path, monkeypatch):
+def offline_wandb(tmp_path, monkeypatch):
     """logger=wandb in offline mode, W&B files inside tmp_path."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
-    return compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
+    return logger_spec(["logger=wandb", f"run_dir={tmp_path}"])
 
 
-def test_logging_errors_mid_run_warn_once(tmp_path, monkeypatch, offline_wandb_cfg) -> None:
-    cfg = offline_wandb_cfg
-    loggers = run_loggers.build_loggers(cfg, tmp_path, "pretrain")
+def test_logging_errors_mid_run_warn_once(tmp_path, monkeypatch, offline_wandb) -> None:
+    spec = offline_wandb
+    loggers = run_loggers.build_loggers(spec, tmp_path, "pretrain")
     assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "SafeWandbLogger"]
     lg = loggers[1]
     lg.log_metrics({"train/loss": 1.0}, step=1)  # works
@@ -178,9 +184,9 @@ def test_logging_errors_mid_run_warn_once(tmp_path, monkeypatch, offline_wandb_c
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))  # files inside the run folder
 
 
-def test_failed_run_is_marked_crashed_with_its_status(tmp_path, offline_wandb_cfg) -> None:
-    cfg = offline_wandb_cfg
-    assert [type(lg).__name__ for lg in run_loggers.build_loggers(cfg, tmp_path, "pretrain")][-1] == "SafeWandbLogger"
+def test_failed_run_is_marked_crashed_with_its_status(tmp_path, offline_wandb) -> None:
+    spec = offline_wandb
+    assert [type(lg).__name__ for lg in run_loggers.build_loggers(spec, tmp_path, "pretrain")][-1] == "SafeWandbLogger"
     (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "error": "DataError: x"}))
     run_loggers.finish_wandb()
     wandb.teardown()  # stop the service process: the record log is complete on disk once it has exited
@@ -195,8 +201,8 @@ def test_ddp_ranks_above_zero_start_no_wandb_run(tmp_path, monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(wandb, "init", lambda *a, **kw: calls.append(kw))
     monkeypatch.setattr(rank_zero_only, "rank", 1)
-    cfg = compose_cfg(["logger=wandb", f"run_dir={tmp_path}"])
-    assert [type(lg).__name__ for lg in run_loggers.build_loggers(cfg, tmp_path, "pretrain")] == ["CSVLogger"]
+    spec = logger_spec(["logger=wandb", f"run_dir={tmp_path}"])
+    assert [type(lg).__name__ for lg in run_loggers.build_loggers(spec, tmp_path, "pretrain")] == ["CSVLogger"]
     assert calls == []
 
 
@@ -205,17 +211,17 @@ def test_ddp_ranks_above_zero_start_no_wandb_run(tmp_path, monkeypatch) -> None:
 def test_group_name_and_tags_follow_the_sweep_folder(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("WANDB_DIR", raising=False)
     arm = tmp_path / "outputs" / "roberta_table2" / "multirun" / "2026-01-02_03-04-05" / "format=doc_sentences" / "seed=2"
-    cfg = compose_cfg(["experiment=roberta_table2", "format=doc_sentences", "seed=2", "logger=wandb",
-                       f"run_dir='{arm}'"])
-    kw = run_loggers.wandb_settings(cfg, arm / "glue" / "SYN-NEXT" / "seed=0", "finetune")
+    spec = logger_spec(["experiment=roberta_table2", "format=doc_sentences", "seed=2", "logger=wandb",
+                        f"run_dir='{arm}'"])
+    kw = run_loggers.wandb_settings(spec, arm / "glue" / "SYN-NEXT" / "seed=0", "finetune")
     assert kw["group"] == "roberta_table2/2026-01-02_03-04-05"
     assert kw["name"] == "format=doc_sentences/seed=2 finetune" and kw["job_type"] == "finetune"
     assert {"format=doc_sentences", "nsp=False", "masking=dynamic"} <= set(kw["tags"])
     assert kw["dir"] == str(arm)  # W&B files inside the arm folder...
     assert kw["config"]["nsp"] is False and "${" not in json.dumps(kw["config"])
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
-    assert run_loggers.wandb_settings(cfg, arm, "pretrain")["dir"] is None  # ...unless WANDB_DIR says otherwise
-    single = compose_cfg(["experiment=smoke", "logger=wandb", f"run_dir={tmp_path / 'one'}"])
+    assert run_loggers.wandb_settings(spec, arm, "pretrain")["dir"] is None  # ...unless WANDB_DIR says otherwise
+    single = logger_spec(["experiment=smoke", "logger=wandb", f"run_dir={tmp_path / 'one'}"])
     assert run_loggers.wandb_settings(single, tmp_path / "one", "pretrain")["group"] == "smoke"
     # The resolved format (auto -> segment_pair with NSP) is what the tags say.
     assert "format=segment_pair" in run_loggers.wandb_settings(single, tmp_path / "one", "pretrain")["tags"]

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from robablate.errors import ConfigError
+from robablate.errors import ConfigError, positive_int_or_none
 from robablate.settings import setting
 from robablate.schema import AXES
+
+if TYPE_CHECKING:  # imported inside validate: run.py imports this module before torch may load
+    from robablate.data.corpus import CorpusSpec
+    from robablate.data.formats import FormatSpec
+    from robablate.data.masking import MaskingSpec
+    from robablate.data.tokenizer import TokenizerSpec
+    from robablate.loggers import LoggerSpec
+    from robablate.models.bert import ModelSpec
+    from robablate.optim import OptimizerSpec, ScheduleSpec
 
 # Groups with option names that look like numbers (`seq_len=128`): Hydra would parse the value as an
 # int and refuse it as a group override, so command lines are normalised by `normalize_overrides`.
@@ -65,9 +75,50 @@ class Phase:
     tokens_per_step: int       # the step's token budget: global batch x max_len (tokens fed, see Plan)
 
 
+@dataclass(frozen=True)
+class TrainerSpec:
+    """The Lightning Trainer's settings (the `trainer` group) and train.*'s run knobs: where and how a
+    run trains, saves and resumes. config.py owns them (the devices also set the Plan's accumulation)."""
+
+    accelerator: str = "auto"
+    devices: Any = 1                  # an int, a list of device ids, -1 or "auto" (Lightning's forms)
+    num_nodes: int = 1
+    strategy: str = "auto"
+    deterministic: bool | str = True  # Lightning's values (true, false, "warn")
+    enable_progress_bar: bool = True
+    log_every_n_steps: int = 10
+    num_workers: int = 0              # DataLoader workers
+    compile: bool = False             # torch.compile the encoder
+    pack: bool = True                 # the encoder runs on real tokens only (data/packing.py)
+    checkpoint_every_steps: int | None = None   # None = at each validation
+    stop_at_step: int | None = None   # stop after this optimizer step as if killed (tests resume)
+    resume: bool = False              # continue from <run_dir>/pretrain/checkpoints/last.ckpt
+
+
+@dataclass(frozen=True)
+class Specs:
+    """Every config group a stage reads, checked once by `validate` (each by the module that owns its
+    rules) and carried on the Plan, so nothing below the pipeline reads the config itself."""
+
+    seed: int
+    cache_dir: Path
+    corpus: CorpusSpec
+    tokenizer: TokenizerSpec
+    format: FormatSpec
+    masking: MaskingSpec
+    model: ModelSpec
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec
+    trainer: TrainerSpec
+    logger: LoggerSpec
+    val_instances: int                # fixed validation instances (fixed masks: the same for every arm)
+    val_max_len: int                  # validation MLM is measured at this length for every arm
+
+
 @dataclass
 class Plan:
-    """What the config means once resolved: the numbers a run actually uses."""
+    """What the config means once resolved: the numbers a run actually uses (results["plan"]), and
+    the checked settings of every stage (`specs`, not part of results.json)."""
 
     format: str
     nsp: bool
@@ -90,9 +141,12 @@ class Plan:
     precision: str
     tune_lr: list[float] | None = None   # the per-arm LR grid (tune.lr), None = no tuning
     tune_tokens: int | None = None       # tokens fed per pilot run of the grid
+    specs: Specs | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(replace(self, specs=None))
+        del out["specs"]
+        return out
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
@@ -102,6 +156,14 @@ def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
 def _require(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"Invalid config `{key}`: {msg}")
+
+
+def _int_at_least(value: Any, key: str, minimum: int = 1) -> int:
+    """`value` if it is an integer >= minimum (not a bool), else a ConfigError naming `key`."""
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, key,
+             f"expected {what}, got {value!r}.")
+    return value
 
 
 def _positive_number(cfg: DictConfig, key: str) -> float:
@@ -145,25 +207,23 @@ def resolve_precision(cfg: DictConfig) -> str:
 
 
 def validate(cfg: DictConfig) -> Plan:
-    """Check every key a run depends on and derive its Plan; raise ConfigError on the first problem."""
-    from robablate.data.formats import resolve_format  # the one place format/nsp rules live
+    """Check every key a run depends on and derive its Plan (with the checked settings of every stage,
+    `Plan.specs`); raise ConfigError on the first problem. Each rule has one home, the module that
+    applies it: this calls their checks, all before any compute."""
+    from robablate.data.corpus import CorpusSpec
+    from robablate.data.formats import FormatSpec
+    from robablate.data.masking import MaskingSpec
+    from robablate.data.tokenizer import TokenizerSpec
+    from robablate.loggers import LoggerSpec
+    from robablate.models.bert import ModelSpec
+    from robablate.optim import OptimizerSpec, ScheduleSpec
 
-    nsp = _get(cfg, "nsp")
-    _require(isinstance(nsp, bool), "nsp", f"expected true or false, got {nsp!r}.")
+    fmt = FormatSpec.from_config(_get(cfg, "format.name"), _get(cfg, "nsp"), _get(cfg, "seq_len.short_seq_prob", 0.0))
+    masking = MaskingSpec.from_config(cfg.masking)  # BERT §3.1 / RoBERTa §4.1; docs/facts.md §2
 
-    # Each rule has one home, the module that applies it; these checks run before any compute.
-    from robablate.data.masking import validate_masking
-    from robablate.data.tokenizer import validate_tokenizer
-    from robablate.models.bert import BertConfig
-    from robablate.optim import validate_optimizer, validate_scheduler, warmup_steps
-
-    validate_masking(cfg.masking)  # BERT §3.1 / RoBERTa §4.1; docs/facts.md §2
-
-    fmt = resolve_format(str(_get(cfg, "format.name")), nsp)
-
-    # Model (the vocabulary comes from the tokenizer later; 1 stands in for it here) and sequence length.
-    BertConfig.from_cfg(cfg.model, vocab_size=1, pad_token_id=0)
-    max_pos = int(_get(cfg, "model.max_position_embeddings", 512))
+    # Model (the vocabulary comes from the tokenizer later) and sequence length.
+    model = ModelSpec.from_config(cfg.model)
+    max_pos = model.arch.max_position_embeddings
     phases_cfg = _get(cfg, "seq_len.phases")
     _require(phases_cfg is not None and len(phases_cfg) > 0, "seq_len.phases", "expected at least one phase.")
     fractions = [float(ph.fraction) for ph in phases_cfg]
@@ -177,15 +237,15 @@ def validate(cfg: DictConfig) -> Plan:
                  f"(model.max_position_embeddings={max_pos}); pick seq_len <= {max_pos} or a larger model.")
     val_len = int(_get(cfg, "train.val_max_len", phases_cfg[0].max_len))
     _require(8 <= val_len <= max_pos, "train.val_max_len", f"expected 8..{max_pos}, got {val_len}.")
-    ssp = _get(cfg, "seq_len.short_seq_prob", 0.0)
-    _require(0 <= ssp < 1, "seq_len.short_seq_prob", f"expected a probability in [0, 1), got {ssp!r}.")
+    val_instances = _int_at_least(_get(cfg, "train.val_instances", 512), "train.val_instances")
 
-    validate_tokenizer(cfg.tokenizer)
+    tokenizer = TokenizerSpec.from_config(cfg.tokenizer)
+    corpus = CorpusSpec.from_config(cfg.corpus)  # the keys only: check_corpus reads the files
 
     # Batch: the global batch is realised as micro-batch x accumulation x devices (RoBERTa Table 3).
     size = _get(cfg, "batch.size")
     scale = _get(cfg, "batch.scale", 1.0) or 1.0
-    _require(isinstance(size, int) and size >= 1, "batch.size", f"expected a positive integer, got {size!r}.")
+    _int_at_least(size, "batch.size")
     unit = _get(cfg, "batch.unit", "tokens")
     _require(unit in BATCH_UNITS, "batch.unit", f"expected one of {BATCH_UNITS}, got {unit!r}.")
     _require(isinstance(scale, (int, float)) and scale > 0, "batch.scale", f"expected a positive number, got {scale!r}.")
@@ -197,7 +257,7 @@ def validate(cfg: DictConfig) -> Plan:
                  f"the global batch ({global_batch} sequences) must be divisible by the number of devices "
                  f"(trainer.devices x trainer.num_nodes = {ws}).")
         micro = global_batch // ws
-    _require(isinstance(micro, int) and micro >= 1, "batch.micro_batch_size", f"expected a positive integer, got {micro!r}.")
+    _int_at_least(micro, "batch.micro_batch_size")
     _require(global_batch % (micro * ws) == 0, "batch.micro_batch_size",
              f"the global batch ({global_batch} = batch.size x batch.scale) must be divisible by "
              f"micro-batch x devices ({micro} x {ws} = {micro * ws}); pick batch.micro_batch_size among "
@@ -212,8 +272,7 @@ def validate(cfg: DictConfig) -> Plan:
     mean_len = sum(f * ph.max_len for f, ph in zip(fractions, phases_cfg))
     max_steps = _get(cfg, "train.max_steps")
     if max_steps is not None:
-        _require(isinstance(max_steps, int) and max_steps > 0, "train.max_steps", f"expected a positive integer, got {max_steps!r}.")
-        total = max_steps
+        total = _int_at_least(max_steps, "train.max_steps")
     else:
         tokens = _positive_number(cfg, "train.tokens")
         total = max(1, math.ceil(tokens / (global_batch * mean_len)))
@@ -226,21 +285,46 @@ def validate(cfg: DictConfig) -> Plan:
     target = int(round(sum(ph.steps * ph.tokens_per_step for ph in phases) / total))
     tune_lr, tune_tokens = _tune(cfg, budget=total * target)
 
-    validate_optimizer(cfg.optimizer)
-    validate_scheduler(cfg.scheduler)
-    warmup = warmup_steps(cfg.scheduler, total)  # the schedule's own rule: a too-long warmup fails here
+    optimizer = OptimizerSpec.from_config(cfg.optimizer)
+    schedule = ScheduleSpec.from_config(cfg.scheduler)
+    warmup = schedule.warmup(total)  # the schedule's own rule: a too-long warmup fails here
 
     every = _get(cfg, "train.val_every_steps")
-    if every is None:
-        every = max(1, total // 10)
-    _require(isinstance(every, int) and every >= 1, "train.val_every_steps", f"expected a positive integer, got {every!r}.")
+    every = _int_at_least(max(1, total // 10) if every is None else every, "train.val_every_steps")
 
-    return Plan(
-        format=fmt, nsp=nsp, phases=phases, total_steps=total, global_batch=global_batch, micro_batch=micro,
+    plan = Plan(
+        format=fmt.name, nsp=fmt.nsp, phases=phases, total_steps=total, global_batch=global_batch, micro_batch=micro,
         accumulate=accumulate, world_size=ws, tokens_per_step_target=target, token_batching=unit == "tokens",
         batch_unit=unit, lr=float(lr), warmup_steps=warmup, val_every_steps=every,
         precision=resolve_precision(cfg), tune_lr=tune_lr, tune_tokens=tune_tokens,
     )
+    logger = LoggerSpec.from_config(cfg.logger, experiment=str(_get(cfg, "experiment_name", "default")),
+                                    run_dir=_get(cfg, "run_dir"), axes=axes_of(cfg, plan),
+                                    config=OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+    plan.specs = Specs(
+        seed=_int_at_least(_get(cfg, "seed", 0), "seed", minimum=0),
+        cache_dir=Path(_get(cfg, "cache_dir") or ".cache").resolve(), corpus=corpus, tokenizer=tokenizer,
+        format=fmt, masking=masking, model=model, optimizer=optimizer, schedule=schedule, trainer=trainer_spec(cfg),
+        logger=logger, val_instances=val_instances, val_max_len=val_len)
+    return plan
+
+
+def trainer_spec(cfg: DictConfig) -> TrainerSpec:
+    """The `trainer` group and train.*'s run knobs, checked."""
+    devices = _get(cfg, "trainer.devices", 1)
+    return TrainerSpec(
+        accelerator=str(_get(cfg, "trainer.accelerator", "auto")),
+        devices=list(devices) if OmegaConf.is_list(devices) else devices,
+        num_nodes=int(_get(cfg, "trainer.num_nodes", 1) or 1), strategy=str(_get(cfg, "trainer.strategy", "auto")),
+        deterministic=_get(cfg, "trainer.deterministic", True),
+        enable_progress_bar=bool(_get(cfg, "trainer.enable_progress_bar", True)),
+        log_every_n_steps=_int_at_least(_get(cfg, "trainer.log_every_n_steps", 10), "trainer.log_every_n_steps"),
+        num_workers=_int_at_least(_get(cfg, "train.num_workers", 0), "train.num_workers", minimum=0),
+        compile=bool(_get(cfg, "train.compile", False)), pack=bool(_get(cfg, "train.pack", True)),
+        checkpoint_every_steps=positive_int_or_none(_get(cfg, "train.checkpoint_every_steps"),
+                                                    "train.checkpoint_every_steps"),
+        stop_at_step=positive_int_or_none(_get(cfg, "train.stop_at_step"), "train.stop_at_step"),
+        resume=bool(_get(cfg, "resume", False)))
 
 
 def _tune(cfg: DictConfig, budget: int) -> tuple[list[float] | None, int | None]:
@@ -264,9 +348,7 @@ def _tune(cfg: DictConfig, budget: int) -> tuple[list[float] | None, int | None]
     else:
         _require(isinstance(tokens, (int, float)) and not isinstance(tokens, bool) and tokens > 0, "tune.tokens",
                  f"expected a positive number of tokens (or null for tune.fraction x the budget), got {tokens!r}.")
-    seed = _get(cfg, "tune.seed", 0)
-    _require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "tune.seed",
-             f"expected an integer >= 0, got {seed!r}.")
+    _int_at_least(_get(cfg, "tune.seed", 0), "tune.seed", minimum=0)
     return sorted(float(v) for v in values), int(math.ceil(tokens))
 
 

@@ -1,6 +1,6 @@
 """The run's pretraining data, wired to its Plan: preprocessing once, then a Lightning DataModule.
 
-`prepare(cfg, plan)` does all the preprocessing in the main process, before the Trainer exists
+`prepare(plan)` does all the preprocessing in the main process, before the Trainer exists
 (corpus -> tokenizer -> token cache -> instances; every cached step is keyed by a hash, so the arms of
 a sweep share it). `PretrainDataModule` then only serves batches: the training order comes from
 `BatchPlanSampler` (a pure function of seed, epoch and step, so a resumed or multi-process run sees
@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Iterator
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 
 from robablate.config import Plan
@@ -33,26 +31,26 @@ from robablate.errors import DataError
 from robablate.io import cache_key
 
 
-def prepare(cfg: DictConfig, plan: Plan, *, tune_split: bool = False) -> PreparedData:
-    """Tokenizer + token caches + instances for this arm. Raises DataError on unusable data.
+def prepare(plan: Plan, *, tune_split: bool = False) -> PreparedData:
+    """Tokenizer + token caches + instances for this arm (plan.specs says which corpus, tokenizer,
+    format and validation set). Raises DataError on unusable data.
 
     tune_split=True (the LR pilots of tune.py): the last training documents, as many as hold the
     validation set's size (train.val_instances x train.val_max_len tokens, at most half of them), are
     taken out of training and serve as the validation split instead of the corpus' val split, which
     the reported numbers use and the LR choice must not see.
     """
+    spec = plan.specs
     timings: dict[str, float] = {}
-    cache_dir = Path(cfg.cache_dir).resolve()
     t = time.perf_counter()
-    read_cfg = cfg.corpus
-    fp = corpus_mod.fingerprint(read_cfg)
+    fp = corpus_mod.fingerprint(spec.corpus)
 
     def docs(split: str):
-        return corpus_mod.iter_documents(read_cfg, split, cache_dir=cache_dir)
+        return corpus_mod.iter_documents(spec.corpus, split, cache_dir=spec.cache_dir)
     timings["corpus_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    tok = get_tokenizer(cfg.tokenizer, lambda: docs("train"), cache_dir, fp)
+    tok = get_tokenizer(spec.tokenizer, lambda: docs("train"), spec.cache_dir, fp)
     ids = special_ids(tok)
     timings["tokenizer_s"] = time.perf_counter() - t
 
@@ -62,28 +60,26 @@ def prepare(cfg: DictConfig, plan: Plan, *, tune_split: bool = False) -> Prepare
     tok_key = cache_key(fp, tokenizer_fingerprint(tok))
     caches = {
         split: token_cache.build_or_load(lambda s=split: docs(s), tok,
-                                         cache_dir / "tokens", cache_key(tok_key, split))
+                                         spec.cache_dir / "tokens", cache_key(tok_key, split))
         for split in ("train", "val")
     }
     timings["token_cache_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ssp = float(cfg.seq_len.short_seq_prob)
-    n_val = int(cfg.train.val_instances)
-    val_len = int(cfg.train.val_max_len)
+    fmt, n_val, val_len = spec.format, spec.val_instances, spec.val_max_len
     split = {"train": "corpus train split", "val": "corpus val split"}
     if tune_split:
         caches["train"], caches["val"], k = split_tail(caches["train"], n_val * val_len)
         split = {"train": f"corpus train split without its last {k} documents",
                  "val": f"the last {k} documents of the corpus train split ({len(caches['val'].tokens)} tokens), "
                         "held out of the pilots' training; the corpus val split is not used"}
-    where = f"corpus `{cfg.corpus.name}` ({read_cfg.get('path') or 'generated'})"
+    where = f"corpus `{spec.corpus.name}` ({spec.corpus.path or 'generated'})"
     try:
-        phases = [build_instances(caches["train"], plan.format, ph.max_len, ssp, int(cfg.seed), ids)
+        phases = [build_instances(caches["train"], fmt.name, ph.max_len, fmt.short_seq_prob, spec.seed, ids)
                   for ph in plan.phases]
         val_mlm = first_n(build_instances(caches["val"], "full_sentences", val_len, 0.0, VAL_SEED, ids), n_val)
-        val_nsp = (first_n(build_instances(caches["val"], plan.format, val_len, 0.0, VAL_SEED, ids), n_val)
-                   if plan.nsp else None)
+        val_nsp = (first_n(build_instances(caches["val"], fmt.name, val_len, 0.0, VAL_SEED, ids), n_val)
+                   if fmt.nsp else None)
     except DataError as e:
         raise DataError(f"{where}: {e}") from e
     timings["instances_s"] = time.perf_counter() - t
@@ -95,12 +91,12 @@ def prepare(cfg: DictConfig, plan: Plan, *, tune_split: bool = False) -> Prepare
         if len(inst.lengths) < need:
             raise DataError(
                 f"The {where} gives only {len(inst.lengths)} "
-                f"{plan.format} instances of at most {ph.max_len} tokens, fewer than one global batch "
+                f"{fmt.name} instances of at most {ph.max_len} tokens, fewer than one global batch "
                 f"({need}); use a larger corpus or a smaller batch.size.")
     if len(val_mlm.lengths) == 0:
-        raise DataError(f"The validation split of corpus `{cfg.corpus.name}` is empty; it needs at least one document.")
+        raise DataError(f"The validation split of corpus `{spec.corpus.name}` is empty; it needs at least one document.")
 
-    ws = word_start_table(tok) if cfg.masking.whole_word else None
+    ws = word_start_table(tok) if spec.masking.whole_word else None
     stats = {
         "train_tokens": int(len(caches["train"].tokens)),
         "train_sentences": caches["train"].n_sentences,
@@ -151,7 +147,7 @@ class PretrainDataModule(pl.LightningDataModule):
                  pack: bool = False):
         super().__init__()
         self.data, self.plan, self.seed, self.num_workers = data, plan, seed, num_workers
-        self.masking = MaskingSpec.from_config(masking)
+        self.masking = MaskingSpec.of(masking)
         self.pack = pack
 
     def _start_step(self) -> int:

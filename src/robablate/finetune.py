@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -26,7 +26,7 @@ from robablate.data.glue_encoding import EncodedSplit, PaddedBatches
 from robablate.metrics import task_metrics, task_score
 from robablate.models.bert import BertConfig, BertEncoder, BertForPretraining
 from robablate.errors import ConfigError
-from robablate.optim import build_optimizer, build_scheduler, validate_lr
+from robablate.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_scheduler, validate_lr
 
 
 @dataclass(frozen=True)
@@ -39,28 +39,30 @@ class FinetuneSettings:
     epochs: int = 3
     batch_size: int = 32
     lr: float = 2e-5
-    warmup_fraction: float = 0.06
-    weight_decay: float = 0.1
-    dropout: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
+    dropout: float = 0.1                       # before the classifier
+    schedule: ScheduleSpec = ScheduleSpec("linear", warmup_fraction=0.06)   # then linear decay to 0
+    optimizer: OptimizerSpec = OptimizerSpec(betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
 
     @classmethod
     def from_config(cls, cfg_glue: Mapping[str, Any]) -> "FinetuneSettings":
         """The `glue` keys of these settings (null = the default), every rule checked (ConfigError)."""
-        values = {f.name: cfg_glue[f.name] for f in fields(cls) if cfg_glue.get(f.name) is not None}
-        kw = {**{f.name: f.default for f in fields(cls)}, **values}
+        default = cls()
+        get = lambda key, d: d if cfg_glue.get(key) is None else cfg_glue[key]  # noqa: E731
         for key in ("epochs", "batch_size", "max_len"):
-            v = kw[key]
+            v = get(key, getattr(default, key))
             if isinstance(v, bool) or not isinstance(v, int) or v < (4 if key == "max_len" else 1):
                 raise ConfigError(f"glue.{key} must be a positive integer{' >= 4' if key == 'max_len' else ''}, "
                                   f"got {v!r}")
-        lr = validate_lr(kw["lr"], "glue.lr")
-        if not 0.0 <= float(kw["warmup_fraction"]) < 1.0:
-            raise ConfigError(f"glue.warmup_fraction must be in [0, 1), got {kw['warmup_fraction']!r}")
-        return cls(max_len=kw["max_len"], epochs=kw["epochs"], batch_size=kw["batch_size"], lr=lr,
-                   warmup_fraction=float(kw["warmup_fraction"]), weight_decay=float(kw["weight_decay"]),
-                   dropout=float(kw["dropout"]), betas=tuple(float(b) for b in kw["betas"]), eps=float(kw["eps"]))
+        opt = default.optimizer
+        return cls(max_len=get("max_len", default.max_len), epochs=get("epochs", default.epochs),
+                   batch_size=get("batch_size", default.batch_size), lr=validate_lr(get("lr", default.lr), "glue.lr"),
+                   dropout=float(get("dropout", default.dropout)),
+                   schedule=ScheduleSpec.from_config(
+                       {"name": "linear", "warmup_fraction": get("warmup_fraction", default.schedule.warmup_fraction)},
+                       section="glue"),
+                   optimizer=OptimizerSpec.from_config(
+                       {"betas": get("betas", opt.betas), "eps": get("eps", opt.eps),
+                        "weight_decay": get("weight_decay", opt.weight_decay)}, section="glue"))
 
 
 class GlueDataModule(pl.LightningDataModule):
@@ -105,14 +107,13 @@ class FinetuneModel(nn.Module):
 
 
 class FinetuneModule(pl.LightningModule):
-    def __init__(self, config: Mapping[str, Any], task: str, lr: float, total_steps: int,
-                 warmup_fraction: float = 0.06, weight_decay: float = 0.1, dropout: float = 0.1,
-                 betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
+    def __init__(self, config: Mapping[str, Any], task: str, hp: FinetuneSettings, total_steps: int, *,
                  encoder_state: Mapping[str, torch.Tensor] | None = None, keep_best_state: bool = False):
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder_state", "keep_best_state"])
-        self.spec = get_task(task)
-        self.model = FinetuneModel(BertConfig(**config), self.spec.num_labels, dropout)
+        self.save_hyperparameters({"config": dict(config), "task": task, "settings": asdict(hp),
+                                   "total_steps": total_steps})
+        self.spec, self.hp, self.total_steps = get_task(task), hp, int(total_steps)
+        self.model = FinetuneModel(BertConfig(**config), self.spec.num_labels, hp.dropout)
         if encoder_state is not None:
             self.model.encoder.load_state_dict(encoder_state, strict=True)
         self.history: list[dict[str, Any]] = []
@@ -163,12 +164,10 @@ class FinetuneModule(pl.LightningModule):
                 self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
         # fused: one pass per tensor; on CPU the for-loop AdamW costs more than a tiny model's forward
         # and backward (no gradient clipping here, so fused is safe under 16-mixed too).
-        opt = build_optimizer(self.model, {"betas": list(hp.betas), "eps": hp.eps, "weight_decay": hp.weight_decay},
-                              hp.lr, fused=True)
-        sched = build_scheduler(opt, {"name": "linear", "warmup_fraction": hp.warmup_fraction}, int(hp.total_steps))
+        opt = build_optimizer(self.model, self.hp.optimizer, self.hp.lr, fused=True)
+        sched = build_scheduler(opt, self.hp.schedule, self.total_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

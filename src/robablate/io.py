@@ -47,14 +47,9 @@ def _json_default(o: Any) -> Any:
 
 
 def cache_key(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts (OmegaConf configs and paths are converted)."""
+    """A short stable hash of JSON-able parts (paths are converted; callers pass plain values, e.g. a
+    spec's fields, never a config)."""
     def plain(o: Any) -> Any:
-        try:
-            from omegaconf import DictConfig, ListConfig, OmegaConf
-            if isinstance(o, (DictConfig, ListConfig)):
-                return OmegaConf.to_container(o, resolve=True)
-        except ImportError:  # pragma: no cover
-            pass
         return os.fspath(o) if isinstance(o, os.PathLike) else str(o)
     blob = json.dumps(parts, sort_keys=True, default=plain, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]

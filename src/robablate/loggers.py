@@ -15,22 +15,45 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
-
-from robablate.config import axes_of
 
 # The W&B run this process has open and what it belongs to: (arm folder, job_type). Fine-tuning
 # trainers of the same arm re-use the run instead of each starting one.
 _ACTIVE: dict[str, Any] = {"key": None, "run": None, "arm": None}
 
 
-def arm_dir(cfg: DictConfig, fallback: Path) -> Path:
+@dataclass(frozen=True)
+class LoggerSpec:
+    """The `logger` group and what a W&B run is named, tagged and configured with, fixed when the
+    config is checked (config.validate builds it): the loggers never read the config."""
+
+    name: str = "csv"                  # csv | wandb | none
+    project: str | None = None
+    entity: str | None = None
+    group: str | None = None           # None = <experiment>/<sweep folder>
+    mode: str | None = None            # None = WANDB_MODE (offline, disabled, online)
+    tags: tuple[str, ...] = ()         # extra tags, after the axis values
+    experiment: str = "default"
+    run_dir: str | None = None         # run_dir as configured (None = Hydra's job folder)
+    axes: Mapping[str, Any] = field(default_factory=dict)    # the arm's axis values (format resolved)
+    config: Mapping[str, Any] = field(default_factory=dict)  # the resolved config: the W&B run's config
+
+    @classmethod
+    def from_config(cls, cfg_logger: Mapping[str, Any], *, experiment: str, run_dir: str | None,
+                    axes: Mapping[str, Any], config: Mapping[str, Any]) -> "LoggerSpec":
+        get = cfg_logger.get
+        return cls(name=str(get("name") or "csv"), project=get("project"), entity=get("entity"), group=get("group"),
+                   mode=get("mode"), tags=tuple(str(t) for t in (get("tags") or [])), experiment=experiment,
+                   run_dir=run_dir, axes=dict(axes), config=config)
+
+
+def arm_dir(spec: LoggerSpec, fallback: Path) -> Path:
     """The arm's output folder (run_dir or Hydra's job folder); `fallback` outside both."""
-    if cfg.get("run_dir"):
-        return Path(cfg.run_dir).resolve()
+    if spec.run_dir:
+        return Path(spec.run_dir).resolve()
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -61,41 +84,28 @@ def sweep_dir(arm: Path) -> Path | None:
     return None
 
 
-def arm_axes(cfg: DictConfig) -> dict[str, Any]:
-    """axes_of(cfg) with format=auto resolved (segment_pair with NSP, full_sentences without)."""
-    axes = axes_of(cfg)
-    try:
-        from robablate.data.formats import resolve_format
-
-        axes["format"] = resolve_format(str(axes["format"]), bool(axes["nsp"]))
-    except Exception:  # noqa: BLE001 - validate() reports bad formats; tags are cosmetic
-        pass
-    return axes
-
-
-def wandb_settings(cfg: DictConfig, run_dir: Path, job_type: str) -> dict[str, Any]:
+def wandb_settings(spec: LoggerSpec, run_dir: Path, job_type: str) -> dict[str, Any]:
     """Arguments for wandb.init: group = the sweep, job_type = stage, tags = axis values, config =
     the resolved Hydra config (unresolved interpolations must not reach the dashboard:
     lightning-hydra-template #615)."""
-    lg = cfg.logger
-    arm = arm_dir(cfg, Path(run_dir))
+    arm = arm_dir(spec, Path(run_dir))
     sweep = sweep_dir(arm)
     try:
         name = str(arm.relative_to(sweep)) if sweep is not None and arm != sweep else arm.name
     except ValueError:
         name = arm.name
-    tags = [f"{k}={v}" for k, v in arm_axes(cfg).items()] + [str(t) for t in (lg.get("tags") or [])]
+    tags = [f"{k}={v}" for k, v in spec.axes.items()] + list(spec.tags)
     return {
-        "project": lg.get("project") or "robablate",
-        "entity": lg.get("entity"),
-        "group": lg.get("group") or (f"{cfg.experiment_name}/{sweep.name}" if sweep else str(cfg.experiment_name)),
+        "project": spec.project or "robablate",
+        "entity": spec.entity,
+        "group": spec.group or (f"{spec.experiment}/{sweep.name}" if sweep else spec.experiment),
         "job_type": job_type,
         "name": f"{name} {job_type}",
         "tags": [t[:64] for t in tags],  # W&B rejects tags over 64 characters
-        "config": OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False),
+        "config": dict(spec.config),
         # The run's files go inside the arm folder unless WANDB_DIR says otherwise.
         "dir": None if os.environ.get("WANDB_DIR") else str(arm),
-        "mode": lg.get("mode"),  # None: wandb reads WANDB_MODE (offline, disabled, online)
+        "mode": spec.mode,  # None: wandb reads WANDB_MODE (offline, disabled, online)
     }
 
 
@@ -210,12 +220,12 @@ def _csv_logger(run_dir: Path, job_type: str, resume_step: int | None):
     return logger
 
 
-def wants_csv(cfg: DictConfig) -> bool:
+def wants_csv(spec: LoggerSpec) -> bool:
     """logger=csv and logger=wandb write metrics.csv; logger=none writes no log at all."""
-    return cfg.logger.get("name") != "none"
+    return spec.name != "none"
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, job_type: str, resume_step: int | None = None,
+def build_loggers(spec: LoggerSpec, run_dir: Path, job_type: str, resume_step: int | None = None,
                   csv_log: bool = True) -> list:
     """CSV unless logger=none (results never depend on W&B); plus W&B when logger=wandb and it starts.
 
@@ -223,18 +233,18 @@ def build_loggers(cfg: DictConfig, run_dir: Path, job_type: str, resume_step: in
     for a fine-tuning run); the W&B run is per arm and stage. `resume_step`: the optimizer step of
     the checkpoint a resumed run starts from (the CSV log keeps the rows before it). csv_log=False:
     no CSV logger here (GLUE fine-tuning writes its own, in the task folder)."""
-    loggers: list = [_csv_logger(Path(run_dir), job_type, resume_step)] if csv_log and wants_csv(cfg) else []
-    if cfg.logger.get("name") != "wandb" or _global_rank() != 0:
+    loggers: list = [_csv_logger(Path(run_dir), job_type, resume_step)] if csv_log and wants_csv(spec) else []
+    if spec.name != "wandb" or _global_rank() != 0:
         return loggers  # DDP ranks > 0 (ddp, SLURM tasks) log nothing: rank 0 owns the W&B run
     try:
         import wandb
 
-        arm = arm_dir(cfg, Path(run_dir))
+        arm = arm_dir(spec, Path(run_dir))
         key = (str(arm), job_type)
         if _ACTIVE["key"] == key and _ACTIVE["run"] is not None and wandb.run is _ACTIVE["run"]:
             run = _ACTIVE["run"]
         else:
-            run = _start_run(wandb_settings(cfg, Path(run_dir), job_type))
+            run = _start_run(wandb_settings(spec, Path(run_dir), job_type))
             _ACTIVE.update(key=key, run=run, arm=arm)
         prefix = ""
         try:

@@ -2,19 +2,21 @@
 
 The schedules are transformers' own (`transformers.get_scheduler`), so "linear" here is the same
 function every HF fine-tuning script uses; this module only maps our config names onto them and turns
-a warmup fraction into steps.
+a warmup fraction into steps. `OptimizerSpec` and `ScheduleSpec` hold the `optimizer` and `scheduler`
+groups once checked (config.validate builds them before any compute); the builders take them.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from robablate.errors import ConfigError
-from robablate.settings import setting
+from robablate.settings import Spec, setting
 
 # our name -> transformers' SchedulerType name
 SCHEDULERS = {
@@ -30,8 +32,6 @@ def _get(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
     return setting(cfg, key, default, null_is_default=True)
 
 
-# --- validation (called by config.validate before any compute, and again here) ---------------------
-
 def validate_lr(lr: Any, key: str = "optimizer.lr") -> float:
     try:
         value = float(lr)
@@ -42,35 +42,78 @@ def validate_lr(lr: Any, key: str = "optimizer.lr") -> float:
     return value
 
 
-def validate_optimizer(cfg_optimizer: Mapping[str, Any]) -> None:
-    betas = _get(cfg_optimizer, "betas", [0.9, 0.999])
-    if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
-        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {list(betas)!r}")
-    if not float(_get(cfg_optimizer, "eps", 1e-6)) > 0:
-        raise ConfigError(f"optimizer.eps must be > 0, got {cfg_optimizer.get('eps')!r}")
-    if not float(_get(cfg_optimizer, "weight_decay", 0.0)) >= 0:
-        raise ConfigError(f"optimizer.weight_decay must be >= 0, got {cfg_optimizer.get('weight_decay')!r}")
-    if not float(_get(cfg_optimizer, "grad_clip", 0.0)) >= 0:
-        raise ConfigError(f"optimizer.grad_clip must be >= 0 (0 = no clipping), "
-                          f"got {cfg_optimizer.get('grad_clip')!r}")
-    if cfg_optimizer.get("lr") is not None:
-        validate_lr(cfg_optimizer.get("lr"))
+@dataclass(frozen=True)
+class OptimizerSpec(Spec):
+    """AdamW's settings, checked once by `from_config` (the `optimizer` group; fine-tuning builds one
+    from its glue.* keys). The peak LR is not here: it is the Plan's (batch.lr, optimizer.lr or the
+    tuned one) or the fine-tuning grid point's."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0   # max global gradient norm; 0 = no clipping
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], section: str = "optimizer") -> "OptimizerSpec":
+        """Every `optimizer` rule (null = the default); `section` names the keys in the messages."""
+        betas = _get(cfg, "betas", [0.9, 0.999])
+        if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+            raise ConfigError(f"{section}.betas must be two numbers in [0, 1), got {list(betas)!r}")
+        values = {key: float(_get(cfg, key, default)) for key, default in
+                  (("eps", 1e-6), ("weight_decay", 0.0), ("grad_clip", 0.0))}
+        if not values["eps"] > 0:
+            raise ConfigError(f"{section}.eps must be > 0, got {cfg.get('eps')!r}")
+        if not values["weight_decay"] >= 0:
+            raise ConfigError(f"{section}.weight_decay must be >= 0, got {cfg.get('weight_decay')!r}")
+        if not values["grad_clip"] >= 0:
+            raise ConfigError(f"{section}.grad_clip must be >= 0 (0 = no clipping), got {cfg.get('grad_clip')!r}")
+        if cfg.get("lr") is not None:
+            validate_lr(cfg.get("lr"), f"{section}.lr")
+        return cls(betas=(float(betas[0]), float(betas[1])), **values)
 
 
-def validate_scheduler(cfg_scheduler: Mapping[str, Any]) -> None:
-    name = cfg_scheduler.get("name")
-    if name not in SCHEDULERS:
-        raise ConfigError(f"scheduler.name must be one of {sorted(SCHEDULERS)}, got {name!r}")
-    steps = cfg_scheduler.get("warmup_steps")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
-        raise ConfigError(f"scheduler.warmup_steps must be a non-negative integer or null, got {steps!r}")
-    frac = float(_get(cfg_scheduler, "warmup_fraction", 0.0))
-    if not 0.0 <= frac < 1.0:
-        raise ConfigError(f"scheduler.warmup_fraction must be in [0, 1), got {frac!r}")
-    if not float(_get(cfg_scheduler, "power", 1.0)) > 0:
-        raise ConfigError(f"scheduler.power must be > 0, got {cfg_scheduler.get('power')!r}")
-    if not float(_get(cfg_scheduler, "lr_end", 0.0)) >= 0:
-        raise ConfigError(f"scheduler.lr_end must be >= 0, got {cfg_scheduler.get('lr_end')!r}")
+@dataclass(frozen=True)
+class ScheduleSpec(Spec):
+    """The LR schedule (the `scheduler` group), checked once by `from_config`; `warmup` turns it into
+    warmup steps for a run of a given length."""
+
+    name: str
+    warmup_steps: int | None = None   # a fixed warmup; None = warmup_fraction of the run
+    warmup_fraction: float = 0.0
+    power: float = 1.0                # polynomial
+    lr_end: float = 0.0               # polynomial: absolute LR at the end
+    timescale: int | None = None      # inverse_sqrt; None = the warmup length
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], section: str = "scheduler") -> "ScheduleSpec":
+        """Every `scheduler` rule (null = the default); `section` names the keys in the messages."""
+        name = cfg.get("name")
+        if name not in SCHEDULERS:
+            raise ConfigError(f"{section}.name must be one of {sorted(SCHEDULERS)}, got {name!r}")
+        steps = cfg.get("warmup_steps")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+            raise ConfigError(f"{section}.warmup_steps must be a non-negative integer or null, got {steps!r}")
+        frac = float(_get(cfg, "warmup_fraction", 0.0))
+        if not 0.0 <= frac < 1.0:
+            raise ConfigError(f"{section}.warmup_fraction must be in [0, 1), got {frac!r}")
+        power, lr_end = float(_get(cfg, "power", 1.0)), float(_get(cfg, "lr_end", 0.0))
+        if not power > 0:
+            raise ConfigError(f"{section}.power must be > 0, got {cfg.get('power')!r}")
+        if not lr_end >= 0:
+            raise ConfigError(f"{section}.lr_end must be >= 0, got {cfg.get('lr_end')!r}")
+        timescale = cfg.get("timescale")
+        return cls(name=name, warmup_steps=steps, warmup_fraction=frac, power=power, lr_end=lr_end,
+                   timescale=int(timescale) if timescale is not None else None)
+
+    def warmup(self, total_steps: int) -> int:
+        """warmup_steps if set (it must leave steps after it: a ConfigError otherwise), else
+        round(warmup_fraction x total_steps), capped so that at least one step follows."""
+        if self.warmup_steps is None:
+            return min(round(self.warmup_fraction * total_steps), max(total_steps - 1, 0))
+        if total_steps > 0 and self.warmup_steps >= total_steps:
+            raise ConfigError(f"scheduler.warmup_steps={self.warmup_steps} must be smaller than the run's total "
+                              f"optimizer steps ({total_steps})")
+        return int(self.warmup_steps)
 
 
 # --- optimizer ---------------------------------------------------------------------------------
@@ -93,9 +136,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg_optimizer: Mapping[str, Any], lr: float,
+def build_optimizer(model: nn.Module, optimizer: "OptimizerSpec | Mapping[str, Any]", lr: float,
                     fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW (decoupled weight decay, as BERT's AdamWeightDecayOptimizer) at peak LR `lr`.
+    """AdamW (decoupled weight decay, as BERT's AdamWeightDecayOptimizer) at peak LR `lr`. `optimizer`
+    is an OptimizerSpec (a mapping is checked into one: benchmarks and tests pass plain dicts).
 
     fused: torch's single-pass AdamW kernel. None = on CUDA only; True = wherever torch has it (CPU and
     CUDA). On CPU the default for-loop runs ~10 ops per parameter tensor (and `foreach` is no faster on
@@ -103,55 +147,40 @@ def build_optimizer(model: nn.Module, cfg_optimizer: Mapping[str, Any], lr: floa
     33 ms per step for the 5.5M-parameter benchmark model (benchmarks.md). A fused optimizer unscales
     fp16 gradients inside step(), so callers that clip gradients under 16-mixed must pass False.
     """
-    validate_optimizer(cfg_optimizer)
+    spec = OptimizerSpec.of(optimizer)
     lr = validate_lr(lr)
-    wd = float(_get(cfg_optimizer, "weight_decay", 0.0))
-    groups = param_groups(model, wd)
+    groups = param_groups(model, spec.weight_decay)
     params = [p for g in groups for p in g["params"]]
     if fused is None:
         fused = all(p.is_cuda for p in params)
     fused = bool(fused) and bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(float(b) for b in _get(cfg_optimizer, "betas", (0.9, 0.999))),
-                             eps=float(_get(cfg_optimizer, "eps", 1e-6)), weight_decay=wd, fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay,
+                             fused=fused)
 
 
 # --- schedules ---------------------------------------------------------------------------------
 
-def warmup_steps(cfg_scheduler: Mapping[str, Any], total_steps: int) -> int:
-    """scheduler.warmup_steps if set, else round(warmup_fraction * total_steps)."""
-    steps = cfg_scheduler.get("warmup_steps")
-    if steps is None:  # a fraction < 1 always leaves at least one step after warmup
-        return min(round(float(_get(cfg_scheduler, "warmup_fraction", 0.0)) * total_steps), max(total_steps - 1, 0))
-    if total_steps > 0 and steps >= total_steps:
-        raise ConfigError(f"scheduler.warmup_steps={steps} must be smaller than the run's total "
-                          f"optimizer steps ({total_steps})")
-    return int(steps)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg_scheduler: Mapping[str, Any],
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: "ScheduleSpec | Mapping[str, Any]",
                     total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """The LR schedule as a per-optimizer-step LambdaLR (call .step() after each optimizer step)."""
     from transformers import get_scheduler
 
-    validate_scheduler(cfg_scheduler)
+    spec = ScheduleSpec.of(schedule)
     if not isinstance(total_steps, int) or total_steps < 1:
         raise ConfigError(f"total optimizer steps must be a positive integer, got {total_steps!r}")
-    name = cfg_scheduler["name"]
-    warmup = warmup_steps(cfg_scheduler, total_steps)
     extra: dict[str, Any] = {}
-    if name == "polynomial":
-        extra = {"power": float(_get(cfg_scheduler, "power", 1.0)),
-                 "lr_end": float(_get(cfg_scheduler, "lr_end", 0.0))}  # absolute LR, not a ratio
+    if spec.name == "polynomial":
+        extra = {"power": spec.power, "lr_end": spec.lr_end}  # absolute LR, not a ratio
         peak = optimizer.defaults["lr"]
-        if not extra["lr_end"] < peak:
-            raise ConfigError(f"scheduler.lr_end={extra['lr_end']} must be below the peak LR {peak}")
-    elif name == "inverse_sqrt" and cfg_scheduler.get("timescale") is not None:
-        extra = {"timescale": int(cfg_scheduler["timescale"])}  # default: the warmup length
-    return get_scheduler(SCHEDULERS[name], optimizer, num_warmup_steps=warmup,
+        if not spec.lr_end < peak:
+            raise ConfigError(f"scheduler.lr_end={spec.lr_end} must be below the peak LR {peak}")
+    elif spec.name == "inverse_sqrt" and spec.timescale is not None:
+        extra = {"timescale": spec.timescale}  # default: the warmup length
+    return get_scheduler(SCHEDULERS[spec.name], optimizer, num_warmup_steps=spec.warmup(total_steps),
                          num_training_steps=total_steps, scheduler_specific_kwargs=extra)
 
 
-def lr_at(cfg_scheduler: Mapping[str, Any], total_steps: int, peak_lr: float, step: int) -> float:
+def lr_at(schedule: "ScheduleSpec | Mapping[str, Any]", total_steps: int, peak_lr: float, step: int) -> float:
     """Learning rate after `step` optimizer steps (pure: builds a throwaway optimizer). For tests/plots."""
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=peak_lr)
-    return peak_lr * build_scheduler(opt, cfg_scheduler, total_steps).lr_lambdas[0](step)
+    return peak_lr * build_scheduler(opt, schedule, total_steps).lr_lambdas[0](step)

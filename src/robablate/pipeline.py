@@ -47,7 +47,14 @@ def is_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def check_inputs(cfg: DictConfig, tasks: list[str], stage: str) -> list | None:
+def readout_config(cfg: DictConfig, key: str) -> dict[str, Any] | None:
+    """A read-out's config section (`glue`, `eval.blimp`) as a plain dict, None when absent: the
+    read-outs take their own section, never the DictConfig."""
+    node = OmegaConf.select(cfg, key)
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def check_inputs(cfg: DictConfig, plan: Plan, tasks: list[str], stage: str) -> list | None:
     """Open and validate every input the run will read, before any compute, so a bad file fails in
     seconds rather than after pretraining: the corpus files (they decode; corpus.errors decides what an
     undecodable one does) and every local GLUE file of the chosen tasks (each row parses, each label is
@@ -56,16 +63,16 @@ def check_inputs(cfg: DictConfig, tasks: list[str], stage: str) -> list | None:
     if stage != "finetune":
         from robablate.data.corpus import check_corpus
 
-        check_corpus(cfg.corpus)
+        check_corpus(plan.specs.corpus)
     if tasks:
         from robablate.readouts.glue import check_glue_files
 
-        check_glue_files(OmegaConf.to_container(cfg.glue, resolve=True))
+        check_glue_files(readout_config(cfg, "glue"))
     # Read-outs with their own files (BLiMP, robablate.readouts) add their file check here.
-    if OmegaConf.select(cfg, "eval.blimp") is not None and stage != "finetune":
+    if readout_config(cfg, "eval.blimp") is not None and stage != "finetune":
         from robablate.readouts import blimp
 
-        return blimp.check(cfg.eval.blimp)  # every BLiMP file parses (errors name file and line)
+        return blimp.check(readout_config(cfg, "eval.blimp"))  # every BLiMP file parses (errors name file and line)
     return None
 
 
@@ -90,34 +97,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     stage = cfg.get("stage", "all")
     if stage not in ("all", "pretrain", "finetune"):
         raise ConfigError(f"Invalid config `stage`: expected all, pretrain or finetune, got {stage!r}.")
-    blimp_pairs = check_inputs(cfg, tasks if stage != "pretrain" else [], stage)  # bad data stops here
+    blimp_pairs = check_inputs(cfg, plan, tasks if stage != "pretrain" else [], stage)  # bad data stops here
     quiet_third_party()  # third-party noise only (after the checks: it imports transformers)
-    from robablate.pretrain import model_init
-
-    init = model_init(cfg)  # model.init: pretrained | random (ConfigError otherwise)
+    init = plan.specs.model.init  # "random": the untrained control arm (model.init=random)
 
     base: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "experiment": cfg.experiment_name,
         "overrides": overrides_of(cfg), "axes": axes_of(cfg, plan), "seed": int(cfg.seed),
         "plan": plan.to_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
-        "init": init,  # "random": the untrained control arm (model.init=random)
+        "init": init,
     }
     try:
         if stage == "finetune":
-            return _finetune_only(cfg, run_dir, base)
+            return _finetune_only(cfg, plan, run_dir, base)
 
         from robablate.datamodule import prepare
         from robablate.pretrain import pretrain
         from robablate.tune import tune_lr
 
         # tune.lr: this arm's peak LR from pilot runs (cached per arm); the random-init control trains nothing
-        tuned = tune_lr(cfg, plan) if base["init"] == "pretrained" else None
+        tuned = tune_lr(cfg, plan) if init == "pretrained" else None
         if tuned is not None:
             plan = replace(plan, lr=tuned["chosen_lr"])
             base.update(plan=plan.to_dict(), tune=tuned)
-        data = prepare(cfg, plan)
+        data = prepare(plan)
         base["data"] = data.stats
-        module, section = pretrain(cfg, plan, data, run_dir)
+        module, section = pretrain(plan, data, run_dir)
         if section["global_rank"] != 0:
             return {}  # DDP ranks > 0: rank 0 exports, fine-tunes and writes results
         if section["interrupted"]:
@@ -132,10 +137,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         save_hf(module.model, hf_dir, tokenizer=data.tokenizer)
         section["hf_dir"] = str(hf_dir)
         timings = {**data.timings, "pretrain_s": section["wall_s"]}
-        if OmegaConf.select(cfg, "eval.blimp") is not None:  # eval=blimp: zero-shot, before fine-tuning
+        if readout_config(cfg, "eval.blimp") is not None:  # eval=blimp: zero-shot, before fine-tuning
             from robablate.readouts import blimp
 
-            base["blimp"] = blimp.evaluate(module.model, data.tokenizer, cfg.eval.blimp, blimp_pairs)
+            base["blimp"] = blimp.evaluate(module.model, data.tokenizer, readout_config(cfg, "eval.blimp"), blimp_pairs)
             timings["blimp_s"] = base["blimp"]["wall_s"]
 
         glue: dict[str, Any] = {}
@@ -143,7 +148,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             from robablate.readouts.glue import finetune_all
 
             t = time.perf_counter()
-            glue = finetune_all(cfg, run_dir, hf_dir, data.tokenizer)
+            glue = finetune_all(readout_config(cfg, "glue"), plan, run_dir, hf_dir, data.tokenizer)
             timings["finetune_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t_start
         results = {**base, "status": "complete", "pretrain": section, "glue": glue,
@@ -172,7 +177,7 @@ def _release_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _finetune_only(cfg: DictConfig, run_dir: Path, base: dict[str, Any]) -> dict[str, Any]:
+def _finetune_only(cfg: DictConfig, plan: Plan, run_dir: Path, base: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune an existing run's encoder again (stage=finetune run_dir=...), updating its results.
     A fresh run_dir (glue.init=PATH: a Hugging Face folder as the encoder) gets this config's run
     fields (axes, seed, config, ...), so the report reads it like any other run."""
@@ -189,7 +194,7 @@ def _finetune_only(cfg: DictConfig, run_dir: Path, base: dict[str, Any]) -> dict
     tok_dir = Path(cfg.glue.init) if cfg.glue.get("init") else hf_dir
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     t = time.perf_counter()
-    glue = finetune_all(cfg, run_dir, hf_dir, tokenizer)
+    glue = finetune_all(readout_config(cfg, "glue"), plan, run_dir, hf_dir, tokenizer)
     prev.pop("schema_version", None)
     timings = {**prev.get("timings", {}), "finetune_s": time.perf_counter() - t}
     results = {**prev, "status": "complete", "glue": glue, "timings": timings,

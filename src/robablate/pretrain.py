@@ -12,20 +12,19 @@ import os
 import time
 import warnings
 from collections import deque
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from robablate.config import Plan
-from robablate.data.masking import MaskingSpec
 from robablate.data.pretrain_data import PreparedData
 from robablate.datamodule import PretrainDataModule
-from robablate.errors import ConfigError, RobablateError
+from robablate.errors import RobablateError
 from robablate.models.bert import BertConfig, BertForPretraining, flops_per_token, mfu
-from robablate.optim import build_optimizer, build_scheduler
+from robablate.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_scheduler
 
 
 class TrainingDiverged(RobablateError):
@@ -47,11 +46,14 @@ def peak_flops(device: torch.device | str, precision: str) -> float | None:
 
 
 class PretrainModule(pl.LightningModule):
-    def __init__(self, model_cfg: dict, vocab_size: int, pad_id: int, nsp: bool, optimizer_cfg: dict,
-                 scheduler_cfg: dict, lr: float, total_steps: int, compile: bool = False):
+    def __init__(self, config: BertConfig, nsp: bool, optimizer: OptimizerSpec, schedule: ScheduleSpec, lr: float,
+                 total_steps: int, compile: bool = False):
         super().__init__()
-        self.save_hyperparameters()
-        self.config = BertConfig.from_cfg(OmegaConf.create(model_cfg), vocab_size=vocab_size, pad_token_id=pad_id)
+        # Recorded in checkpoints and hparams.yaml as plain values.
+        self.save_hyperparameters({"model": asdict(config), "nsp": nsp, "optimizer": asdict(optimizer),
+                                   "schedule": asdict(schedule), "lr": lr, "total_steps": total_steps,
+                                   "compile": compile})
+        self.config, self.optimizer_spec, self.schedule_spec = config, optimizer, schedule
         self.model = BertForPretraining(self.config, nsp=nsp)
         if not nsp:
             # The pooler feeds only the NSP head (BERT §3): without NSP it never gets a gradient, which
@@ -123,8 +125,8 @@ class PretrainModule(pl.LightningModule):
         # Fused AdamW on CPU and CUDA (optim.build_optimizer), except under fp16 loss scaling, where a
         # fused step unscales the gradients only after our clipping would have seen them.
         fused = self._trainer is None or self.trainer.precision != "16-mixed"
-        opt = build_optimizer(self.model, OmegaConf.create(self.hparams.optimizer_cfg), self.hparams.lr, fused=fused)
-        sched = build_scheduler(opt, OmegaConf.create(self.hparams.scheduler_cfg), self.hparams.total_steps)
+        opt = build_optimizer(self.model, self.optimizer_spec, self.hparams.lr, fused=fused)
+        sched = build_scheduler(opt, self.schedule_spec, self.hparams.total_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
@@ -132,9 +134,9 @@ class PretrainModule(pl.LightningModule):
         # Global-norm clipping (BERT's optimization.py) done here, not through Trainer(gradient_clip_val):
         # Lightning's bf16-mixed plugin refuses to clip for a fused optimizer ("performs unscaling of
         # gradients internally"), which only matters for fp16 loss scaling. Same call as Lightning's.
-        clip = float(self.hparams.optimizer_cfg.get("grad_clip") or 0.0)
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+        if self.optimizer_spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                           self.optimizer_spec.grad_clip)
 
     # -- validation: token-weighted sums, so the numbers do not depend on how batches are cut --------
     def on_validation_epoch_start(self) -> None:
@@ -248,66 +250,52 @@ class StopAtStep(pl.Callback):
             trainer.should_stop = True
 
 
-INITS = ("pretrained", "random")
-
-
-def model_init(cfg: DictConfig) -> str:
-    """`model.init`: `pretrained` (train the encoder) or `random`, the control arm: no pretraining
-    step, the same tokenizer, validation MLM loss at initialisation and the same read-outs (GLUE,
-    BLiMP), so every read-out can be reported as a pretraining gain over it."""
-    init = OmegaConf.select(cfg, "model.init", default="pretrained")
-    if init not in INITS:
-        raise ConfigError(f"Invalid config `model.init`: expected one of {INITS}, got {init!r}.")
-    return init
-
-
-def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainModule, dict[str, Any]]:
-    """Train the encoder; return the module and the pretraining section of results.json."""
+def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainModule, dict[str, Any]]:
+    """Train the encoder (model.init=random: the untrained control arm, validated only); return the
+    module and the pretraining section of results.json."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from robablate.loggers import build_loggers
 
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    spec, run = plan.specs, plan.specs.trainer
+    pl.seed_everything(spec.seed, workers=True, verbose=False)
     ckpt_dir = run_dir / "pretrain" / "checkpoints"
     resume_from = None
-    if cfg.resume:
+    if run.resume:
         last = ckpt_dir / "last.ckpt"
         if last.exists():
             resume_from = str(last)
         else:
             warnings.warn(f"resume=true but {last} does not exist; starting from scratch.")
     resume_step = checkpoint_step(resume_from) if resume_from else None
-    module = PretrainModule(
-        model_cfg=OmegaConf.to_container(cfg.model, resolve=True), vocab_size=data.ids.vocab_size,
-        pad_id=data.ids.pad, nsp=plan.nsp, optimizer_cfg=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler_cfg=OmegaConf.to_container(cfg.scheduler, resolve=True), lr=plan.lr,
-        total_steps=plan.total_steps, compile=bool(cfg.train.compile))
+    module = PretrainModule(spec.model.config(data.ids.vocab_size, data.ids.pad), nsp=plan.nsp,
+                            optimizer=spec.optimizer, schedule=spec.schedule, lr=plan.lr,
+                            total_steps=plan.total_steps, compile=run.compile)
     module.history_path = run_dir / "pretrain" / "history.json"
-    dm = PretrainDataModule(data, plan, MaskingSpec.from_config(cfg.masking), int(cfg.seed), int(cfg.train.num_workers),
-                            pack=bool(cfg.train.pack))
+    dm = PretrainDataModule(data, plan, spec.masking, spec.seed, run.num_workers, pack=run.pack)
 
-    every_ckpt = cfg.train.checkpoint_every_steps or plan.val_every_steps
     callbacks: list[pl.Callback] = [
         StepTimer(),
         # last.ckpt as a link to the newest step file: one checkpoint write per save, not two.
-        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=int(every_ckpt),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}",
+                        every_n_train_steps=run.checkpoint_every_steps or plan.val_every_steps,
                         save_last="link", save_top_k=1, auto_insert_metric_name=False),
     ]
-    stop_at = OmegaConf.select(cfg, "train.stop_at_step")
-    if stop_at is not None:
-        callbacks.append(StopAtStep(int(stop_at)))
-    if cfg.trainer.enable_progress_bar:  # steps and tokens of the budget, not `Epoch 0/-2`
+    if run.stop_at_step is not None:
+        callbacks.append(StopAtStep(run.stop_at_step))
+    if run.enable_progress_bar:  # steps and tokens of the budget, not `Epoch 0/-2`
         from robablate.progress import step_progress_bar
 
         callbacks.append(step_progress_bar(plan.total_steps, plan.total_steps * plan.tokens_per_step_target))
     trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy, precision=plan.precision, max_steps=plan.total_steps, max_epochs=-1,
+        accelerator=run.accelerator, devices=run.devices, num_nodes=run.num_nodes,
+        strategy=run.strategy, precision=plan.precision, max_steps=plan.total_steps, max_epochs=-1,
         accumulate_grad_batches=plan.accumulate,  # clipping: PretrainModule.configure_gradient_clipping
         val_check_interval=plan.val_every_steps * plan.accumulate, check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, use_distributed_sampler=False, deterministic=cfg.trainer.deterministic,
-        enable_progress_bar=cfg.trainer.enable_progress_bar, log_every_n_steps=cfg.trainer.log_every_n_steps,
-        logger=build_loggers(cfg, run_dir, "pretrain", resume_step), callbacks=callbacks, default_root_dir=str(run_dir / "pretrain"),
+        num_sanity_val_steps=0, use_distributed_sampler=False, deterministic=run.deterministic,
+        enable_progress_bar=run.enable_progress_bar, log_every_n_steps=run.log_every_n_steps,
+        logger=build_loggers(spec.logger, run_dir, "pretrain", resume_step), callbacks=callbacks,
+        default_root_dir=str(run_dir / "pretrain"),
         enable_model_summary=False,
     )
     module.peak_flops = peak_flops(trainer.strategy.root_device, plan.precision)
@@ -321,7 +309,7 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer`.*")
         if resume_from:  # resuming writes into its own checkpoint folder on purpose
             warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        if model_init(cfg) == "pretrained":  # model.init=random: the untrained control arm
+        if spec.model.init == "pretrained":  # model.init=random: the untrained control arm
             trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     wall = time.perf_counter() - t0
     # A last validation at the final step, unless the loop just did one (history is the curve).
@@ -344,7 +332,7 @@ def pretrain(cfg: DictConfig, plan: Plan, data: PreparedData, run_dir: Path) -> 
         "peak_flops": module.peak_flops,  # per device; null on CPUs and unknown GPUs
         "mfu": (mfu(module.config, plan.phases[-1].max_len, tps / trainer.world_size, module.peak_flops)
                 if module.peak_flops and math.isfinite(tps) else None),
-        "interrupted": bool(stop_at is not None and trainer.global_step < plan.total_steps),
+        "interrupted": bool(run.stop_at_step is not None and trainer.global_step < plan.total_steps),
         "world_size": trainer.world_size, "global_rank": trainer.global_rank, "history": module.history,
     }
     return module, section

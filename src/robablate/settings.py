@@ -1,5 +1,7 @@
-"""One way to read a setting from a config section, for every module below the entry point.
+"""One way to read a setting from a config section, and the base of the checked settings (`Spec`).
 
+Each config group is checked once, by the module that owns its rules, into a frozen `Spec` (its
+`from_config` reads the section with `setting`); the stages then take the spec, never the config.
 Sections arrive as Hydra DictConfigs from `run.py` and as plain dicts from tests and notebooks; a
 mandatory value left as `???` must fail as a ConfigError that names the full key (`corpus.path`), not
 as OmegaConf's MissingMandatoryValue deep inside a data loader.
@@ -13,6 +15,18 @@ from typing import Any
 from robablate.errors import ConfigError
 
 _UNSET = object()
+
+
+class Spec:
+    """Base of the checked, frozen settings of a config group that stages also accept as a plain
+    section (CorpusSpec, TokenizerSpec, MaskingSpec, OptimizerSpec, ScheduleSpec): a subclass's
+    `from_config(section)` checks every rule of its group once."""
+
+    @classmethod
+    def of(cls, value: Any) -> Any:
+        """`value` itself when it is already one (checked when it was built), else checked from a
+        config section: the pipeline passes specs; tests, notebooks and benchmarks may pass dicts."""
+        return value if isinstance(value, cls) else cls.from_config(value)
 
 
 def setting(cfg: Mapping[str, Any] | None, key: str, default: Any = None, *, section: str = "",

@@ -93,12 +93,12 @@ def pilot_config(cfg: DictConfig, plan: Plan) -> DictConfig:
     return pcfg
 
 
-def _pilot(cfg: DictConfig, plan: Plan, data: Any, run_dir: Path) -> dict[str, Any]:
+def _pilot(plan: Plan, data: Any, run_dir: Path) -> dict[str, Any]:
     """One pilot pretraining; its final validation MLM loss (inf when it diverged) and size."""
     from robablate.pretrain import TrainingDiverged, pretrain
 
     try:
-        _, section = pretrain(cfg, plan, data, run_dir)
+        _, section = pretrain(plan, data, run_dir)
     except TrainingDiverged as e:
         return {"val_mlm_loss": math.inf, "error": str(e)}
     finally:
@@ -115,15 +115,15 @@ def run_pilots(cfg: DictConfig, plan: Plan, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     pcfg = pilot_config(cfg, plan)
     pplan = validate(pcfg)
-    data = prepare(pcfg, pplan, tune_split=True)
+    data = prepare(pplan, tune_split=True)
     pilots = {}
     for lr in plan.tune_lr:
         print(f"[robablate] tune: pilot at lr={lr:g} ({pplan.total_steps} steps, {plan.tune_tokens} tokens)",
               file=sys.stderr)
-        pilots[lr] = _pilot(pcfg, replace(pplan, lr=lr), data, work / f"lr={lr:g}")
+        pilots[lr] = _pilot(replace(pplan, lr=lr), data, work / f"lr={lr:g}")
     losses = {lr: p["val_mlm_loss"] for lr, p in pilots.items()}
     chosen = select_lr(losses)
-    seed = int(pcfg.seed)
+    seed = pplan.specs.seed
     return {
         "lr_grid": list(plan.tune_lr), "chosen_lr": chosen, "rule": selection_rule(plan.tune_tokens, seed),
         # JSON has no infinity: a diverged pilot's loss is null (and listed under "diverged").
@@ -148,7 +148,7 @@ def tune_lr(cfg: DictConfig, plan: Plan) -> dict[str, Any] | None:
         atomic_write_json(tmp / "choice.json", result)
         ran.append(True)
 
-    folder = atomic_dir(Path(cfg.cache_dir).resolve() / "tune" / key, build)
+    folder = atomic_dir(plan.specs.cache_dir / "tune" / key, build)
     result = json.loads((folder / "choice.json").read_text())
     result.update(cached=not ran, cache_key=key)
     if result["at_edge"]:

@@ -1,13 +1,14 @@
 """Corpus: documents as iterators of sentence lists, from the synthetic generator, a text folder or HF.
 
-A document is a list of non-empty sentences; documents are never empty. Every source streams (files
-are read line by line), so the corpus is never held in memory as Python strings. The synthetic corpus
-is written once as a text folder and read by the text reader: one code path for both.
+Every source streams (files are read line by line; data/documents.py turns lines into documents), so
+the corpus is never held in memory as Python strings. The synthetic corpus is written once as a text
+folder and read by the text reader: one code path for both.
 
-Config (`corpus` group), dispatched on `kind`:
+`CorpusSpec.from_config` checks the `corpus` group once, dispatched on `kind`:
   synthetic: num_docs, num_val_docs, seed, ... (see data/synthetic.py)
   text:      path, train_glob, val_glob, val_fraction, document_boundary, split_sentences, max_docs,
-             encoding (default utf-8), errors (strict | replace | skip: what an undecodable file does)
+             encoding (default utf-8), errors (strict | replace | skip: what an undecodable file does),
+             hf_fallback (the same text on the hub, read when `path` is not a folder)
   hf:        name, config, split, val_split, text_column, document_boundary, split_sentences, max_docs
 """
 
@@ -15,15 +16,16 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from robablate.data import synthetic
+from robablate.data.documents import documents_from_lines, first_decode_error, hf_documents, read_lines
 from robablate.io import cache_key
 from robablate.errors import ConfigError, DataError, positive_int_or_none
-from robablate.settings import setting
+from robablate.settings import Spec, setting
 
 CORPUS_KINDS = ("synthetic", "text", "hf")
 # blank_line: a blank line ends a document (BERT's create_pretraining_data.py input format).
@@ -31,67 +33,81 @@ CORPUS_KINDS = ("synthetic", "text", "hf")
 # row (hf only): each dataset row is one document.
 DOCUMENT_BOUNDARIES = ("blank_line", "heading", "row")
 SPLITS = ("train", "val")
-_BOM = b"\xef\xbb\xbf"
 
-# A sentence ends at . ! or ? followed by whitespace and an upper-case letter, a digit, or an opening
-# quote/bracket. Works for normal text ("end. Next") and WikiText's tokenized style ("end . Next").
-# Decimals ("3.5", WikiText "3 @.@ 5") have no space after the dot, so they never split.
-_SENT_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?\s?[A-Z0-9À-ÖØ-Þ])")
-# WikiText headings: "= Title =" (level 1), "= = Section = =" (level 2), ...
-_HEADING = re.compile(r"^(=(?: =)*) (.*\S) \1$")
-
-
-def split_sentences(line: str) -> list[str]:
-    """Split one line of text into sentences (a simple regex, no abbreviation list)."""
-    return [s for s in (p.strip() for p in _SENT_BOUNDARY.split(line.strip())) if s]
-
-
-_split_line = split_sentences  # hf_documents takes a `split_sentences` flag that shadows the name
-
-
-def heading_level(line: str) -> int:
-    """1 for ` = Title = `, 2 for ` = = Section = = `, ...; 0 if the line is not a WikiText heading."""
-    m = _HEADING.match(line.strip())
-    return m.group(1).count("=") if m else 0
-
-
-def documents_from_lines(lines: Iterable[str], document_boundary: str = "blank_line",
-                         split: bool = True) -> Iterator[list[str]]:
-    """Group lines into documents. In `heading` mode heading lines are dropped (BERT §3.1 keeps only
-    text passages of Wikipedia, not headers) and blank lines only separate paragraphs."""
-    doc: list[str] = []
-    for line in lines:
-        s = line.strip()
-        if document_boundary == "heading":
-            level = heading_level(s) if s.startswith("=") else 0
-            if level:
-                if level == 1 and doc:
-                    yield doc
-                    doc = []
-                continue
-        elif not s and doc:
-            yield doc
-            doc = []
-        if s:
-            doc.extend(split_sentences(s) if split else [s])
-    if doc:
-        yield doc
-
-
-# ---------------------------------------------------------------- config access
+# ---------------------------------------------------------------- the corpus group, checked
 
 def _get(cfg: Mapping[str, Any], key: str, default: Any = None, *, required: bool = False) -> Any:
     return setting(cfg, key, default, section="corpus", required=required)
 
 
-def corpus_kind(cfg: Mapping[str, Any]) -> str:
-    kind = _get(cfg, "kind") or _get(cfg, "name")
-    if kind not in CORPUS_KINDS:
-        raise ConfigError(f"corpus.kind: expected one of {list(CORPUS_KINDS)}, got {kind!r}.")
-    return kind
+@dataclass(frozen=True)
+class CorpusSpec(Spec):
+    """The `corpus` group, checked once by `from_config` (config.validate calls it; no file is read):
+    which documents to read and how. Every reader below takes it."""
+
+    kind: str                            # synthetic | text | hf
+    name: str | None = None              # the corpus's name; for kind hf, the hub dataset
+    # synthetic: the generator's parameters (data/synthetic.params); for other kinds only the
+    # synthetic GLUE tasks use them (the default world with corpus.seed)
+    generator: Mapping[str, Any] = field(default_factory=dict)
+    # text and hf: how lines become documents, and the validation hold-out
+    document_boundary: str = "blank_line"
+    split_sentences: bool = True
+    max_docs: int | None = None
+    val_fraction: float = 0.05
+    # text: the folder, its files and their decoding
+    path: str | None = None
+    train_glob: str = "**/*.txt"
+    val_glob: str | None = None
+    encoding: str = "utf-8"
+    errors: str = "strict"
+    fallback: CorpusSpec | None = None   # the same text on the hub, read when `path` is not a folder
+    # hf: the hub dataset (split / text_column as written, None when absent: the cache key hashes them)
+    config: str | None = None
+    split: str | None = None
+    val_split: str | None = None
+    text_column: str | None = None
+    local_path: str | None = None        # a fallback's absent local folder (named in its errors)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "CorpusSpec":
+        """Every `corpus` rule that needs no file: the kind, the synthetic generator's parameters, the
+        reader options, the decoding, the required keys of a folder or a hub dataset."""
+        kind = _get(cfg, "kind") or _get(cfg, "name")
+        if kind not in CORPUS_KINDS:
+            raise ConfigError(f"corpus.kind: expected one of {list(CORPUS_KINDS)}, got {kind!r}.")
+        generator = synthetic.generator_params(cfg)
+        if kind == "synthetic":
+            return cls(kind=kind, name=_get(cfg, "name"), generator=generator)
+        options = _reader_options(cfg, kind)
+        if kind == "hf":
+            return cls(kind=kind, name=_get(cfg, "name", required=True), generator=generator, **options,
+                       **{k: _get(cfg, k) for k in ("config", "split", "val_split", "text_column", "local_path")})
+        path, fallback = _get(cfg, "path"), _get(cfg, "hf_fallback")
+        if not fallback:
+            path = _get(cfg, "path", required=True)
+        encoding, errors = decoding(_get(cfg, "encoding", "utf-8"), _get(cfg, "errors", "strict"))
+        spec = cls(kind=kind, name=_get(cfg, "name"), generator=generator, **options,
+                   path=None if path is None else str(path), train_glob=_get(cfg, "train_glob", "**/*.txt"),
+                   val_glob=_get(cfg, "val_glob"), encoding=encoding, errors=errors)
+        if not fallback:
+            return spec
+        hub = {k: setting(fallback, k, d, section="corpus.hf_fallback", required=k == "name")
+               for k, d in (("name", None), ("config", None), ("split", "train"), ("val_split", None),
+                            ("text_column", "text"))}
+        return replace(spec, fallback=cls(kind="hf", generator=generator, **options, **hub, local_path=str(path)))
+
+    def source(self) -> CorpusSpec:
+        """What to read: this corpus, or its hub copy (`hf_fallback`, corpus=wikitext2) when the
+        local folder is absent."""
+        if self.fallback is None:
+            return self
+        if self.path not in (None, "???", "") and Path(os.path.expanduser(self.path)).is_dir():
+            return self
+        return self.fallback
 
 
-def _reader_options(cfg: Mapping[str, Any], kind: str) -> tuple[str, bool, int | None, float]:
+def _reader_options(cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
     boundary = _get(cfg, "document_boundary", "blank_line")
     allowed = DOCUMENT_BOUNDARIES if kind == "hf" else DOCUMENT_BOUNDARIES[:2]
     if boundary not in allowed:
@@ -100,7 +116,12 @@ def _reader_options(cfg: Mapping[str, Any], kind: str) -> tuple[str, bool, int |
     frac = _get(cfg, "val_fraction", 0.05)
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
         raise ConfigError(f"corpus.val_fraction: expected a fraction in (0, 1), got {frac!r}.")
-    return boundary, bool(_get(cfg, "split_sentences", True)), max_docs, float(frac)
+    return {"document_boundary": boundary, "split_sentences": bool(_get(cfg, "split_sentences", True)),
+            "max_docs": max_docs, "val_fraction": float(frac)}
+
+
+def _options(spec: CorpusSpec) -> tuple[str, bool, int | None, float]:
+    return spec.document_boundary, spec.split_sentences, spec.max_docs, spec.val_fraction
 
 
 def default_cache_dir() -> Path:
@@ -113,12 +134,12 @@ def default_cache_dir() -> Path:
 ERROR_POLICIES = ("strict", "replace", "skip")
 
 
-def decoding(cfg: Mapping[str, Any]) -> tuple[str, str]:
+def decoding(encoding: Any, errors: Any) -> tuple[str, str]:
     """(corpus.encoding, corpus.errors), checked: an ASCII-compatible codec (lines are split on b"\\n"
     before decoding, which UTF-16/32 would break) and one of ERROR_POLICIES."""
     import codecs
 
-    encoding, errors = str(_get(cfg, "encoding", "utf-8") or "utf-8"), str(_get(cfg, "errors", "strict"))
+    encoding, errors = str(encoding or "utf-8"), str(errors)
     try:
         info = codecs.lookup(encoding)
     except LookupError:
@@ -131,58 +152,19 @@ def decoding(cfg: Mapping[str, Any]) -> tuple[str, str]:
     return info.name, errors
 
 
-def _raw_lines(path: Path, utf8: bool) -> Iterator[tuple[int, int, bytes]]:
-    """(line number, byte offset, raw bytes without a leading UTF-8 BOM) of every line of `path`."""
-    with open(path, "rb") as f:
-        offset = 0
-        for lineno, raw in enumerate(f, start=1):
-            start = offset
-            offset += len(raw)
-            if utf8 and lineno == 1 and raw.startswith(_BOM):
-                raw, start = raw[3:], start + 3
-            yield lineno, start, raw
-
-
-def _is_utf8(encoding: str) -> bool:
-    return encoding.replace("_", "-").lower() in ("utf-8", "utf8")
-
-
-def first_decode_error(path: Path, encoding: str = "utf-8") -> str | None:
-    """Where `path` first fails to decode ("line L, byte offset B: reason"), or None if it decodes."""
-    for lineno, start, raw in _raw_lines(path, _is_utf8(encoding)):
-        try:
-            raw.decode(encoding)
-        except UnicodeDecodeError as e:
-            return f"line {lineno}, byte offset {start + e.start}: {e.reason}"
-    return None
-
-
-def read_lines(path: Path, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
-    """Lines of a text file without line ends (LF or CRLF), a leading UTF-8 BOM removed. Undecodable
-    bytes raise DataError naming the file, line and byte offset (errors="replace" puts U+FFFD
-    instead)."""
-    for lineno, start, raw in _raw_lines(path, _is_utf8(encoding)):
-        try:
-            text = raw.decode(encoding, "replace" if errors == "replace" else "strict")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not valid {encoding} at byte offset {start + e.start} (line {lineno}): "
-                            f"{e.reason}; set corpus.encoding (e.g. latin-1) or corpus.errors=replace|skip.") from None
-        yield text.rstrip("\r\n")
-
-
 def _glob(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.is_file())
 
 
-def text_files(cfg: Mapping[str, Any]) -> tuple[Path, list[Path], list[Path] | None]:
+def text_files(spec: "CorpusSpec | Mapping[str, Any]") -> tuple[Path, list[Path], list[Path] | None]:
     """(folder, train files, val files or None). Train files exclude any file matched by val_glob."""
-    folder = Path(os.path.expanduser(str(_get(cfg, "path", required=True))))
+    spec = CorpusSpec.of(spec)
+    folder = Path(os.path.expanduser(str(spec.path)))
     if not folder.is_dir():
         raise DataError(f"corpus.path: {folder} is not a folder (expected a folder of text files).")
-    train_glob, val_glob = _get(cfg, "train_glob", "**/*.txt"), _get(cfg, "val_glob")
-    val = _glob(folder, val_glob) if val_glob else None
-    train = [p for p in _glob(folder, train_glob) if not val or p not in set(val)]
-    for files, pattern, key in ((train, train_glob, "train_glob"), (val, val_glob, "val_glob")):
+    val = _glob(folder, spec.val_glob) if spec.val_glob else None
+    train = [p for p in _glob(folder, spec.train_glob) if not val or p not in set(val)]
+    for files, pattern, key in ((train, spec.train_glob, "train_glob"), (val, spec.val_glob, "val_glob")):
         if files is None:
             continue
         if not files:
@@ -195,16 +177,17 @@ def text_files(cfg: Mapping[str, Any]) -> tuple[Path, list[Path], list[Path] | N
 _USABLE: dict[str, tuple[Path, list[Path], list[Path] | None]] = {}
 
 
-def usable_text_files(cfg: Mapping[str, Any]) -> tuple[Path, list[Path], list[Path] | None]:
-    """text_files(cfg) after decoding every file once with corpus.encoding: under corpus.errors=strict
+def usable_text_files(spec: "CorpusSpec | Mapping[str, Any]") -> tuple[Path, list[Path], list[Path] | None]:
+    """text_files(spec) after decoding every file once with corpus.encoding: under corpus.errors=strict
     one DataError lists every undecodable file (not only the first, so one rerun fixes them all);
     under skip those files are dropped with a warning naming them; under replace all are kept.
     Memoised per corpus fingerprint (the scan reads the whole corpus)."""
-    key = fingerprint(cfg)
+    spec = CorpusSpec.of(spec)
+    key = fingerprint(spec)
     if key in _USABLE:
         return _USABLE[key]
-    folder, train, val = text_files(cfg)
-    encoding, errors = decoding(cfg)
+    folder, train, val = text_files(spec)
+    encoding, errors = spec.encoding, spec.errors
     if errors != "replace":
         bad = {p: err for p in dict.fromkeys(train + (val or [])) if (err := first_decode_error(p, encoding))}
         if bad and errors == "strict":
@@ -227,38 +210,17 @@ def usable_text_files(cfg: Mapping[str, Any]) -> tuple[Path, list[Path], list[Pa
     return _USABLE[key]
 
 
-def resolve_source(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A text corpus with `hf_fallback` (corpus=wikitext2) whose local folder is absent reads the same
-    text from the Hugging Face hub instead: the fallback's name/config/split/val_split with this
-    corpus's reader options. Anything else is returned unchanged."""
-    fallback = _get(cfg, "hf_fallback") if corpus_kind(cfg) == "text" else None
-    if not fallback:
-        return cfg
-    path = _get(cfg, "path")
-    if path not in (None, "???", "") and Path(os.path.expanduser(str(path))).is_dir():
-        return cfg
-    fb = dict(fallback.items())
-    keys = ("document_boundary", "split_sentences", "max_docs", "val_fraction")
-    return {"kind": "hf", "name": fb["name"], "config": fb.get("config"), "split": fb.get("split", "train"),
-            "val_split": fb.get("val_split"), "text_column": fb.get("text_column", "text"),
-            **{k: _get(cfg, k) for k in keys}, "local_path": str(path)}
-
-
-def check_corpus(cfg_corpus: Mapping[str, Any]) -> None:
-    """Everything about the corpus that can be checked before any compute: the keys, and for a text
-    folder that the files exist and decode (usable_text_files). Synthetic text is generated by
-    robablate; a hub dataset is loaded here only when it replaces an absent local copy (so that an
-    offline machine learns it before any compute, with both ways to get the data)."""
-    kind = corpus_kind(cfg_corpus)
-    if kind == "synthetic":
-        return
-    resolved = resolve_source(cfg_corpus)
-    kind = corpus_kind(resolved)
-    _reader_options(resolved, kind)
-    if kind == "text":
-        usable_text_files(resolved)
-    elif resolved is not cfg_corpus:
-        _load_hf(resolved, _get(resolved, "split", "train"))
+def check_corpus(spec: "CorpusSpec | Mapping[str, Any]") -> None:
+    """Everything about the corpus that needs its files, before any compute: for a text folder that
+    the files exist and decode (usable_text_files). Synthetic text is generated by robablate; a hub
+    dataset is loaded here only when it replaces an absent local copy (so that an offline machine
+    learns it before any compute, with both ways to get the data)."""
+    spec = CorpusSpec.of(spec)
+    source = spec.source()
+    if source.kind == "text":
+        usable_text_files(source)
+    elif source is not spec:
+        _load_hf(source, source.split or "train")
 
 
 def _file_documents(files: list[Path], boundary: str, split: bool, encoding: str = "utf-8",
@@ -269,46 +231,15 @@ def _file_documents(files: list[Path], boundary: str, split: bool, encoding: str
 
 # ---------------------------------------------------------------- Hugging Face datasets
 
-def hf_documents(dataset: Iterable[Any], text_column: str = "text", document_boundary: str = "heading",
-                 split_sentences: bool = True) -> Iterator[list[str]]:
-    """Documents from any iterable of rows (dicts) or a `datasets.Dataset`; each row's text may hold
-    one line (WikiText) or many. Works offline on `datasets.Dataset.from_dict(...)`."""
-    columns = getattr(dataset, "column_names", None)
-    if columns is not None and text_column not in columns:
-        raise ConfigError(f"corpus.text_column: {text_column!r} is not a column of the dataset "
-                          f"(columns: {list(columns)}).")
-
-    def texts() -> Iterator[str | None]:
-        if columns is not None and hasattr(dataset, "iter"):  # Arrow batches: ~100x faster than rows
-            for batch in dataset.iter(batch_size=1000):
-                yield from batch[text_column]
-        else:
-            for i, row in enumerate(dataset):
-                if text_column not in row:
-                    raise ConfigError(f"corpus.text_column: row {i} has no column {text_column!r}.")
-                yield row[text_column]
-
-    if document_boundary == "row":
-        for text in texts():
-            doc = [s for line in (text or "").splitlines() for s in
-                   (_split_line(line) if split_sentences else [line.strip()]) if s]
-            if doc:
-                yield doc
-        return
-    lines = (line for text in texts() for line in ((text or "").splitlines() or [""]))
-    yield from documents_from_lines(lines, document_boundary, split_sentences)
-
-
-def _load_hf(cfg: Mapping[str, Any], split_name: str):
-    name, config = _get(cfg, "name", required=True), _get(cfg, "config")
+def _load_hf(spec: CorpusSpec, split_name: str):
+    name, config = spec.name, spec.config
     try:
         import datasets
         return datasets.load_dataset(name, config, split=split_name)
     except Exception as e:  # offline, unknown dataset/config/split: say which keys to check
-        local = _get(cfg, "local_path")
-        if local is not None:  # the hub was the fallback for a missing local copy: name both ways
+        if spec.local_path is not None:  # the hub was the fallback for a missing local copy: name both ways
             raise DataError(
-                f"corpus: the local copy {local} is not a folder, and the Hugging Face hub fallback "
+                f"corpus: the local copy {spec.local_path} is not a folder, and the Hugging Face hub fallback "
                 f"({name}/{config}, split {split_name!r}) could not be loaded ({type(e).__name__}: {e}). Either "
                 f"put the text files there (set ROBABLATE_SHARED_DATA to the folder holding "
                 f"corpus/wikitext-2/, or corpus.path=DIR), or connect to the hub once so `datasets` caches "
@@ -351,62 +282,62 @@ def _nonempty(docs: Iterable[list[str]], where: str) -> Iterator[list[str]]:
         raise DataError(f"{where}: no documents (every line is blank or a heading).")
 
 
-def iter_documents(cfg_corpus: Mapping[str, Any], split: str, *,
+def iter_documents(spec: "CorpusSpec | Mapping[str, Any]", split: str, *,
                    cache_dir: str | os.PathLike | None = None) -> Iterator[list[str]]:
     """Stream the documents of `split` ("train" or "val"): each a non-empty list of non-empty sentences.
-    `cache_dir` holds the generated synthetic corpus (default: $ROBABLATE_CACHE or .cache)."""
+    `spec` is a CorpusSpec (a mapping is checked into one). `cache_dir` holds the generated synthetic
+    corpus (default: $ROBABLATE_CACHE or .cache)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    cfg_corpus = resolve_source(cfg_corpus)
-    kind = corpus_kind(cfg_corpus)
-    if kind == "synthetic":
-        folder = synthetic.ensure_corpus(cfg_corpus, cache_dir or default_cache_dir())
-        return iter_documents(synthetic.text_config(folder), split)
-    boundary, split_sents, max_docs, frac = _reader_options(cfg_corpus, kind)
+    spec = CorpusSpec.of(spec).source()
+    if spec.kind == "synthetic":
+        folder = synthetic.ensure_corpus(spec.generator, cache_dir or default_cache_dir())
+        # Written once as a text folder, read by the text reader: one code path for both.
+        return iter_documents(CorpusSpec(kind="text", name="synthetic", path=str(folder), train_glob="train.txt",
+                                         val_glob="val.txt", split_sentences=False), split)
+    boundary, split_sents, max_docs, frac = _options(spec)
     cap = (lambda it: itertools.islice(it, max_docs)) if max_docs else (lambda it: it)
 
-    if kind == "text":
-        folder, train, val = usable_text_files(cfg_corpus)
-        dec = decoding(cfg_corpus)
+    if spec.kind == "text":
+        folder, train, val = usable_text_files(spec)
+        dec = spec.encoding, spec.errors
         where = f"{folder} (corpus.{'val_glob' if split == 'val' and val else 'train_glob'})"
         if val is not None:
             return _nonempty(cap(_file_documents(train if split == "train" else val, boundary, split_sents, *dec)),
                              where)
         factory = lambda: cap(_file_documents(train, boundary, split_sents, *dec))  # noqa: E731
         # Counting needs no sentence splitting: a document is non-empty either way.
-        count = _counted(fingerprint(cfg_corpus), lambda: cap(_file_documents(train, boundary, False, *dec)))
+        count = _counted(fingerprint(spec), lambda: cap(_file_documents(train, boundary, False, *dec)))
         return _nonempty(_holdout(factory, count, split, frac, str(folder)), where)
 
-    column = _get(cfg_corpus, "text_column", "text")
-    val_split = _get(cfg_corpus, "val_split")
-    where = f"hf dataset {_get(cfg_corpus, 'name')}/{_get(cfg_corpus, 'config')}"
-    if val_split:
-        ds = _load_hf(cfg_corpus, _get(cfg_corpus, "split", "train") if split == "train" else val_split)
+    column = spec.text_column or "text"
+    where = f"hf dataset {spec.name}/{spec.config}"
+    if spec.val_split:
+        ds = _load_hf(spec, (spec.split or "train") if split == "train" else spec.val_split)
         return _nonempty(cap(hf_documents(ds, column, boundary, split_sents)), where)
-    train_split = _get(cfg_corpus, "split", "train")
-    factory = lambda: cap(hf_documents(_load_hf(cfg_corpus, train_split), column, boundary, split_sents))  # noqa: E731
-    count = _counted(fingerprint(cfg_corpus), factory)
+    factory = lambda: cap(hf_documents(_load_hf(spec, spec.split or "train"), column, boundary, split_sents))  # noqa: E731
+    count = _counted(fingerprint(spec), factory)
     return _nonempty(_holdout(factory, count, split, frac, where), where)
 
 
-def fingerprint(cfg_corpus: Mapping[str, Any]) -> str:
+def fingerprint(spec: "CorpusSpec | Mapping[str, Any]") -> str:
     """A stable hash of what the documents depend on, cheap to compute:
     synthetic: the generator parameters (the text is a pure function of them);
     text: reader options + each file's path relative to the folder, size and mtime_ns (no content read;
           an edit that keeps both size and mtime would be missed, copying the folder only costs a rebuild);
     hf: dataset name/config/splits + reader options (the hub data itself is not hashed)."""
-    cfg_corpus = resolve_source(cfg_corpus)
-    kind = corpus_kind(cfg_corpus)
-    if kind == "synthetic":
-        return cache_key("corpus", kind, synthetic.GENERATOR_VERSION, synthetic.params(cfg_corpus))
-    options = _reader_options(cfg_corpus, kind)
-    if kind == "text":
-        folder, train, val = text_files(cfg_corpus)
+    spec = CorpusSpec.of(spec).source()
+    if spec.kind == "synthetic":
+        return cache_key("corpus", spec.kind, synthetic.GENERATOR_VERSION, dict(spec.generator))
+    if spec.kind == "text":
+        folder, train, val = text_files(spec)
         stat = lambda files: [(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)  # noqa: E731
                               for p in files]
         # The decoding joins the key only when it is not the default, so existing caches stay valid.
-        dec = decoding(cfg_corpus)
+        dec = (spec.encoding, spec.errors)
         extra = [dec] if dec != ("utf-8", "strict") else []
-        return cache_key("corpus", kind, options, stat(train), stat(val) if val is not None else None, *extra)
-    keys = ("name", "config", "split", "val_split", "text_column")
-    return cache_key("corpus", kind, options, {k: _get(cfg_corpus, k) for k in keys})
+        return cache_key("corpus", spec.kind, _options(spec), stat(train), stat(val) if val is not None else None,
+                         *extra)
+    hub = {"name": spec.name, "config": spec.config, "split": spec.split, "val_split": spec.val_split,
+           "text_column": spec.text_column}
+    return cache_key("corpus", spec.kind, _options(spec), hub)

@@ -39,6 +39,27 @@ class Instances:
         return len(self.lengths)
 
 
+@dataclass(frozen=True)
+class FormatSpec:
+    """How training instances are cut (the `format` group, `nsp` and seq_len.short_seq_prob), checked
+    once by `from_config`: `name` is resolved (never `auto`) and agrees with `nsp`."""
+
+    name: str
+    nsp: bool
+    short_seq_prob: float = 0.0   # BERT's: a target length drawn uniformly below the maximum, this often
+
+    @classmethod
+    def from_config(cls, name: str, nsp: object, short_seq_prob: object = 0.0) -> "FormatSpec":
+        if not isinstance(nsp, bool):
+            raise ConfigError(f"Invalid config `nsp`: expected true or false, got {nsp!r}.")
+        fmt = resolve_format(str(name), nsp)
+        if isinstance(short_seq_prob, bool) or not isinstance(short_seq_prob, (int, float)) \
+                or not 0 <= short_seq_prob < 1:
+            raise ConfigError(f"Invalid config `seq_len.short_seq_prob`: expected a probability in [0, 1), "
+                              f"got {short_seq_prob!r}.")
+        return cls(name=fmt, nsp=nsp, short_seq_prob=float(short_seq_prob))
+
+
 def resolve_format(fmt: str, nsp: bool) -> str:
     """`auto` -> BERT's segment_pair with NSP, RoBERTa's full_sentences without. A format that
     contradicts `nsp` is an error rather than a silent NSP head trained on -100 labels (or an NSP

@@ -144,7 +144,7 @@ GLUE_TASKS: tuple[TaskSpec, ...] = (
 
 
 def _synthetic(name: str, like: str, labels: tuple[str, ...] = ()) -> TaskSpec:
-    """A synthetic task written by robablate.data.synthetic in the layout of the GLUE task `like`, with
+    """A synthetic task written by data/synthetic_glue.py in the layout of the GLUE task `like`, with
     its metrics and (unless given) its labels; train.tsv + dev.tsv only."""
     base = next(t for t in GLUE_TASKS if t.name == like)
     return TaskSpec(name, base.layout, labels or base.labels, base.metrics, base.main_metric, test_files=(),

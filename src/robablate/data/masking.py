@@ -35,6 +35,7 @@ import numpy as np
 
 from robablate.data.tokenizer import SpecialIds
 from robablate.errors import ConfigError
+from robablate.settings import Spec
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's Weyl increment
@@ -132,7 +133,7 @@ def _check_strategy(strategy: Any, dupe_factor: Any) -> None:
 
 
 @dataclass(frozen=True)
-class MaskingSpec:
+class MaskingSpec(Spec):
     """The `masking` config group, checked once when built: the data loaders take this, not the config,
     so nothing is re-checked per batch."""
 
@@ -148,9 +149,9 @@ class MaskingSpec:
         _check_fracs(self.mask_prob, self.mask_token_frac, self.random_token_frac)
 
     @classmethod
-    def from_config(cls, cfg_masking: "Mapping[str, Any] | MaskingSpec") -> "MaskingSpec":
-        if isinstance(cfg_masking, MaskingSpec):
-            return cfg_masking
+    def from_config(cls, cfg_masking: Mapping[str, Any]) -> "MaskingSpec":
+        """Every `masking` rule (strategy, dupe_factor, the 15% / 80-10-10 fractions); config.validate
+        calls this before any compute."""
         get = cfg_masking.get
         return cls(name=get("name"), mask_prob=get("mask_prob"), mask_token_frac=get("mask_token_frac", 0.8),
                    random_token_frac=get("random_token_frac", 0.1), dupe_factor=get("dupe_factor"),
@@ -159,12 +160,6 @@ class MaskingSpec:
     def epoch(self, epoch: int) -> int:
         """The epoch number to mask with (see `mask_epoch`)."""
         return _copy_epoch(self.name, epoch, self.dupe_factor)
-
-
-def validate_masking(cfg_masking: Mapping[str, Any]) -> MaskingSpec:
-    """Every `masking` rule (strategy, dupe_factor, the 15% / 80-10-10 fractions), in one place;
-    config.validate calls this before any compute."""
-    return MaskingSpec.from_config(cfg_masking)
 
 
 @functools.lru_cache(maxsize=8)

@@ -91,7 +91,7 @@ class MaskedBatches(Dataset):
 
     def __init__(self, data: PreparedData, masking: MaskingSpec | Mapping[str, Any], seed: int, pack: bool = False):
         self.data, self.seed, self.pack = data, seed, pack
-        self.masking = MaskingSpec.from_config(masking)  # checked once here, not per batch
+        self.masking = MaskingSpec.of(masking)  # checked once here, not per batch
 
     def __len__(self) -> int:  # not used for sampling; the sampler drives the order
         return sum(len(p.lengths) for p in self.data.phases)
@@ -110,7 +110,7 @@ class MaskedBatches(Dataset):
 def fixed_val_batches(inst: Instances, batch_size: int, masking: MaskingSpec | Mapping[str, Any], ids: SpecialIds,
                       word_starts: np.ndarray | None) -> list[dict[str, torch.Tensor]]:
     """Validation batches masked once with VAL_SEED: identical tokens scored for every arm and step."""
-    masking = MaskingSpec.from_config(masking)
+    masking = MaskingSpec.of(masking)
     out = []
     for s in range(0, len(inst.lengths), batch_size):
         idx = np.arange(s, min(s + batch_size, len(inst.lengths)))

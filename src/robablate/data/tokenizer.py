@@ -22,7 +22,7 @@ import numpy as np
 
 from robablate.io import atomic_dir, cache_key
 from robablate.errors import ConfigError, DataError, positive_int_or_none
-from robablate.settings import setting
+from robablate.settings import Spec, setting
 
 # Every tokenizer robablate trains puts these first, so their ids are 0..4. Code reads ids from
 # SpecialIds, never from this order, so a loaded tokenizer with other ids works too.
@@ -173,56 +173,67 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def tokenizer_key(cfg_tokenizer: Mapping[str, Any], corpus_fingerprint: str) -> str:
-    import tokenizers
-    opts = {k: _cfg(cfg_tokenizer, k) for k in ("kind", "vocab_size", "lowercase", "min_frequency", "train_docs")}
-    return cache_key("tokenizer", TOKENIZER_VERSION, tokenizers.__version__, opts, corpus_fingerprint)
+@dataclass(frozen=True)
+class TokenizerSpec(Spec):
+    """The `tokenizer` group, checked once by `from_config` (config.validate calls it before any
+    compute): a folder to load (`path`, or kind `pretrained`) or the settings of a tokenizer to train."""
+
+    kind: str                       # wordpiece | bpe | pretrained
+    path: str | None = None         # a local Hugging Face tokenizer folder to load instead of training
+    vocab_size: int | None = None
+    lowercase: bool = True
+    min_frequency: int = 2
+    train_docs: int | None = None   # cap on documents used to train it
+
+    @classmethod
+    def from_config(cls, cfg_tokenizer: Mapping[str, Any]) -> "TokenizerSpec":
+        """Every `tokenizer` rule: kinds, the minimum vocabulary (5 specials + an alphabet, or + the
+        256 bytes of byte-level BPE), min_frequency, train_docs; a folder to load needs `path`."""
+        kind, path = _cfg(cfg_tokenizer, "kind", "wordpiece"), _cfg(cfg_tokenizer, "path")
+        if kind == "pretrained" or path is not None:
+            if path is None:
+                raise ConfigError("tokenizer.path: required with tokenizer=pretrained "
+                                  "(a local Hugging Face tokenizer folder).")
+            return cls(kind="pretrained", path=str(path))
+        if kind not in TOKENIZER_KINDS:
+            raise ConfigError(f"tokenizer.kind: expected one of {list(TOKENIZER_KINDS)}, got {kind!r}.")
+        vs = _cfg(cfg_tokenizer, "vocab_size")
+        need = len(SPECIAL_TOKENS) + BYTE_ALPHABET if kind == "bpe" else MIN_VOCAB
+        if isinstance(vs, bool) or not isinstance(vs, int) or vs < need:
+            why = "the 5 special tokens plus the 256 bytes" if kind == "bpe" else "5 special tokens + a minimal alphabet"
+            raise ConfigError(f"tokenizer.vocab_size: expected an integer >= {need} ({why}), got {vs!r}.")
+        mf = _cfg(cfg_tokenizer, "min_frequency", 2)
+        if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
+            raise ConfigError(f"tokenizer.min_frequency: expected a positive integer, got {mf!r}.")
+        td = positive_int_or_none(_cfg(cfg_tokenizer, "train_docs"), "tokenizer.train_docs")
+        return cls(kind=kind, vocab_size=vs, lowercase=bool(_cfg(cfg_tokenizer, "lowercase", True)),
+                   min_frequency=mf, train_docs=td)
+
+    def cache_key(self, corpus_fingerprint: str) -> str:
+        """The trained tokenizer's folder name: these settings, the corpus and the library version."""
+        import tokenizers
+
+        opts = {"kind": self.kind, "vocab_size": self.vocab_size, "lowercase": self.lowercase,
+                "min_frequency": self.min_frequency, "train_docs": self.train_docs}
+        return cache_key("tokenizer", TOKENIZER_VERSION, tokenizers.__version__, opts, corpus_fingerprint)
 
 
-def _validate(cfg: Mapping[str, Any]) -> tuple[str, int, bool, int, int | None]:
-    kind = _cfg(cfg, "kind", "wordpiece")
-    if kind not in TOKENIZER_KINDS:
-        raise ConfigError(f"tokenizer.kind: expected one of {list(TOKENIZER_KINDS)}, got {kind!r}.")
-    vs = _cfg(cfg, "vocab_size")
-    need = len(SPECIAL_TOKENS) + BYTE_ALPHABET if kind == "bpe" else MIN_VOCAB
-    if isinstance(vs, bool) or not isinstance(vs, int) or vs < need:
-        why = "the 5 special tokens plus the 256 bytes" if kind == "bpe" else "5 special tokens + a minimal alphabet"
-        raise ConfigError(f"tokenizer.vocab_size: expected an integer >= {need} ({why}), got {vs!r}.")
-    mf = _cfg(cfg, "min_frequency", 2)
-    if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
-        raise ConfigError(f"tokenizer.min_frequency: expected a positive integer, got {mf!r}.")
-    td = positive_int_or_none(_cfg(cfg, "train_docs"), "tokenizer.train_docs")
-    return kind, vs, bool(_cfg(cfg, "lowercase", True)), mf, td
-
-
-def validate_tokenizer(cfg_tokenizer: Mapping[str, Any]) -> tuple[str, int, bool, int, int | None] | None:
-    """Every `tokenizer` rule (config.validate calls this before any compute): None for a folder to
-    load (`kind: pretrained` or a non-null `path`), else the checked (kind, vocab_size, lowercase,
-    min_frequency, train_docs) of a tokenizer to train."""
-    kind = _cfg(cfg_tokenizer, "kind", "wordpiece")
-    if kind == "pretrained" or _cfg(cfg_tokenizer, "path") is not None:
-        if _cfg(cfg_tokenizer, "path") is None:
-            raise ConfigError("tokenizer.path: required with tokenizer=pretrained "
-                              "(a local Hugging Face tokenizer folder).")
-        return None
-    return _validate(cfg_tokenizer)
-
-
-def get_tokenizer(cfg_tokenizer: Mapping[str, Any], documents_factory: Callable[[], Iterable[list[str]]],
+def get_tokenizer(tokenizer: "TokenizerSpec | Mapping[str, Any]", documents_factory: Callable[[], Iterable[list[str]]],
                   cache_dir: str | os.PathLike, corpus_fingerprint: str):
-    """The run's tokenizer (a transformers PreTrainedTokenizerFast). `kind: pretrained` or a non-null
-    `path` loads that folder; otherwise train on the corpus once and reuse the cached folder."""
-    settings = validate_tokenizer(cfg_tokenizer)
-    if settings is None:
-        return load_tokenizer(_cfg(cfg_tokenizer, "path"))
-    kind, vocab_size, lowercase, min_frequency, train_docs = settings
-    folder = Path(cache_dir) / "tokenizers" / tokenizer_key(cfg_tokenizer, corpus_fingerprint)
+    """The run's tokenizer (a transformers PreTrainedTokenizerFast): the folder `path` names, or one
+    trained on the corpus once and reused from the cache. `tokenizer` is a TokenizerSpec (a mapping
+    is checked into one)."""
+    spec = TokenizerSpec.of(tokenizer)
+    if spec.path is not None:
+        return load_tokenizer(spec.path)
+    folder = Path(cache_dir) / "tokenizers" / spec.cache_key(corpus_fingerprint)
 
     def build(tmp: Path) -> None:
         docs = documents_factory()
-        if train_docs is not None:
-            docs = itertools.islice(docs, train_docs)
-        train_tokenizer(kind, _sentence_batches(docs), vocab_size, lowercase, min_frequency).save_pretrained(str(tmp))
+        if spec.train_docs is not None:
+            docs = itertools.islice(docs, spec.train_docs)
+        train_tokenizer(spec.kind, _sentence_batches(docs), spec.vocab_size, spec.lowercase,
+                        spec.min_frequency).save_pretrained(str(tmp))
 
     atomic_dir(folder, build)
     return load_tokenizer(folder)

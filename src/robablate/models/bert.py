@@ -15,7 +15,7 @@ are those of the padded batch without its padding compute.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 import torch
@@ -70,6 +70,33 @@ class BertConfig:
         return cls(vocab_size=int(vocab_size), pad_token_id=int(pad_token_id), **kwargs)
 
 
+# model.init: `pretrained` trains the encoder; `random` is the control arm (no pretraining step, the
+# same tokenizer, validation MLM loss at initialisation and the same read-outs), so every read-out
+# can be reported as a pretraining gain over it.
+INITS = ("pretrained", "random")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The `model` group, checked once by `from_config` (config.validate calls it before any compute):
+    the architecture, whose vocabulary the tokenizer decides later (`config`), and `model.init`."""
+
+    arch: BertConfig   # every model.* size and rate; vocab_size / pad_token_id are placeholders
+    init: str = "pretrained"
+
+    @classmethod
+    def from_config(cls, cfg_model: Mapping[str, Any]) -> "ModelSpec":
+        init = cfg_model.get("init", "pretrained")
+        if init not in INITS:
+            raise ConfigError(f"Invalid config `model.init`: expected one of {INITS}, got {init!r}.")
+        # vocab_size=1, pad 0 stand in for the tokenizer's: every other rule is checked now.
+        return cls(arch=BertConfig.from_cfg(cfg_model, vocab_size=1, pad_token_id=0), init=init)
+
+    def config(self, vocab_size: int, pad_token_id: int) -> BertConfig:
+        """The encoder's config for the run's tokenizer."""
+        return replace(self.arch, vocab_size=int(vocab_size), pad_token_id=int(pad_token_id))
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout, with a cheaper random mask on CPU (same distribution, another random stream).
 
@@ -96,6 +123,12 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
+def _add_norm(block: nn.Module, c: BertConfig) -> None:
+    """The LayerNorm and dropout each block ends with (post-LN, as BERT; HF's names, for the export)."""
+    block.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+    block.dropout = Dropout(c.dropout)
+
+
 class Embeddings(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
@@ -103,8 +136,7 @@ class Embeddings(nn.Module):
         self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
         self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.dropout = Dropout(c.dropout)
+        _add_norm(self, c)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -134,9 +166,8 @@ class SelfAttention(nn.Module):
         self.num_heads = c.num_heads
         self.qkv = nn.Linear(c.hidden_size, 3 * c.hidden_size)  # rows: [query; key; value]
         self.out = nn.Linear(c.hidden_size, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        _add_norm(self, c)
         self.attention_dropout = c.attention_dropout
-        self.dropout = Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
                 layout: "PackedLayout | None" = None) -> torch.Tensor:
@@ -173,8 +204,7 @@ class Layer(nn.Module):
         self.attention = SelfAttention(c)
         self.intermediate = nn.Linear(c.hidden_size, c.intermediate_size)
         self.output = nn.Linear(c.intermediate_size, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.dropout = Dropout(c.dropout)
+        _add_norm(self, c)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
                 layout: "PackedLayout | None" = None) -> torch.Tensor:

@@ -6,10 +6,11 @@ Each read-out is one module with the same two entry points, so the pipeline can 
                                                       (ConfigError / DataError naming the key or file)
     evaluate(model, tokenizer, section)    -> dict   the read-out's results.json section
 
-`section` is the read-out's config mapping (e.g. `cfg.eval.blimp`); `model` is the native
-`robablate.models.bert.BertForPretraining` (a transformers masked LM also works where a read-out says
-so); `tokenizer` is the run's Hugging Face tokenizer. Read-outs here: `blimp` (zero-shot minimal
-pairs scored by pseudo-log-likelihood) and `glue` (fine-tuning on GLUE tasks x seeds x grid; it trains,
-so its entry points take the run's config and folder instead: `check_glue_config`/`check_glue_files`
-before any compute, `finetune_all(cfg, run_dir, hf_dir, tokenizer)` for results["glue"]).
+`section` is the read-out's own config section as a plain dict (the pipeline converts `eval.blimp`,
+`glue`); `model` is the native `robablate.models.bert.BertForPretraining` (a transformers masked LM
+also works where a read-out says so); `tokenizer` is the run's Hugging Face tokenizer. Read-outs
+here: `blimp` (zero-shot minimal pairs scored by pseudo-log-likelihood) and `glue` (fine-tuning on
+GLUE tasks x seeds x grid; it trains, so its entry points also take the run's Plan and folders:
+`check_glue_config`/`check_glue_files` before any compute, `finetune_all(section, plan, run_dir,
+hf_dir, tokenizer)` for results["glue"]).
 """

@@ -149,17 +149,9 @@ def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[MinimalPair], batch_
     return pair_correct(s[: len(pairs)], s[len(pairs):])
 
 
-def _section(section: Mapping[str, Any] | None) -> dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(section, DictConfig):
-        section = OmegaConf.to_container(section, resolve=True)
-    return dict(section or {})
-
-
 def check(section: Mapping[str, Any]) -> list[MinimalPair]:
     """Validate `eval.blimp` and read every file now (before pretraining); returns the pairs."""
-    s = _section(section)
+    s = dict(section or {})
     unknown = sorted(set(s) - set(CONFIG_KEYS))
     if unknown:
         raise ConfigError(f"Invalid config `eval.blimp.{unknown[0]}`: unknown key; expected "
@@ -180,7 +172,7 @@ def check(section: Mapping[str, Any]) -> list[MinimalPair]:
 def evaluate(model: Any, tokenizer: Any, section: Mapping[str, Any],
              pairs: Sequence[MinimalPair] | None = None) -> dict[str, Any]:
     """results["blimp"]: overall, by_term, by_field, by_paradigm, n_pairs, max_pairs, method, wall_s."""
-    s = _section(section)
+    s = dict(section or {})
     if pairs is None:
         pairs = check(s)
     t = time.perf_counter()

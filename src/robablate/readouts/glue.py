@@ -1,9 +1,9 @@
 """GLUE read-out: fine-tune the encoder on glue.tasks x glue.seeds (x glue.grid) and return the
 `glue` section of results.json (RoBERTa §3.1: dev-set selection over the grid, median over seeds).
 
-Unlike the zero-shot read-outs this one trains, so its entry points take the run's config and
-folder: `check_glue_config` / `check_glue_files` (before any compute), `finetune_task` (one task, one
-seed) and `finetune_all` (every task x seed x grid point). The Lightning pieces are in
+Unlike the zero-shot read-outs this one trains, so besides its `glue` section (a plain mapping) its
+entry points take the run's Plan and folders: `check_glue_config` / `check_glue_files` (before any
+compute), `finetune_task` (one task, one seed) and `finetune_all` (every task x seed x grid point). The Lightning pieces are in
 robablate.finetune, the encoding and its cache in robablate.data.glue_encoding. When a task's test
 files are present, the selected epoch also predicts them into GLUE-server files.
 """
@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from robablate.config import Plan
 from robablate.data.glue import TaskSpec, dev_splits, get_task, load_task, submission_splits, submission_text
 from robablate.data.glue_encoding import EncodedSplit, check_source, load_encoded, test_splits_present
 from robablate.data.tokenizer import special_ids
@@ -152,10 +153,8 @@ def finetune_task(encoder_state: Mapping[str, torch.Tensor] | None, model_cfg: B
     pl.seed_everything(int(seed), workers=True, verbose=False)  # head init, dropout, data order
     dm = GlueDataModule(spec, encoded, batch_size, int(seed), special_ids(tokenizer).pad)
     total_steps = epochs * dm.steps_per_epoch()
-    module = FinetuneModule(
-        asdict(config), spec.name, lr=hp.lr, total_steps=total_steps, warmup_fraction=hp.warmup_fraction,
-        weight_decay=hp.weight_decay, dropout=hp.dropout, betas=hp.betas, eps=hp.eps, encoder_state=encoder_state,
-        keep_best_state=any(k.startswith("test") for k in encoded))
+    module = FinetuneModule(asdict(config), spec.name, hp, total_steps, encoder_state=encoder_state,
+                            keep_best_state=any(k.startswith("test") for k in encoded))
     kw = {"accelerator": "auto", "precision": "32-true", "deterministic": True, "enable_progress_bar": False,
           **(trainer_kwargs or {})}
     trainer = pl.Trainer(
@@ -209,24 +208,23 @@ def _median_metrics(runs: list[dict[str, Any]], names: tuple[str, ...]) -> dict[
     return {m: float(np.median([r["metrics"][m] for r in runs])) for m in names}
 
 
-def finetune_all(cfg: Any, run_dir: str | Path, hf_dir: str | Path, tokenizer: Any) -> dict[str, Any]:
+def finetune_all(cfg_glue: Mapping[str, Any], plan: Plan, run_dir: str | Path, hf_dir: str | Path,
+                 tokenizer: Any) -> dict[str, Any]:
     """Fine-tune the run's encoder (or glue.init, with its own tokenizer) on glue.tasks x glue.seeds
     (x glue.grid, best dev per seed); return the `glue` section of results.json. Per task, the GLUE
-    score uses each metric's median over seeds (RoBERTa reports the median of 5).
+    score uses each metric's median over seeds (RoBERTa reports the median of 5). `cfg_glue` is the
+    read-out's own section (a plain mapping, checked here); the run's settings come from `plan.specs`
+    (cache, trainer, loggers, the synthetic world of the corpus).
 
     Writes run_dir/glue/<task>/seed=<n>/ (metrics.csv, dev_predictions.tsv, submission/ when the task's
     test files are present) and run_dir/glue/submission/: per task, the GLUE-server files of the seed
     with the best dev score (dev-set selection, as for the grid), ready to zip and upload."""
-    from omegaconf import OmegaConf
-
-    from robablate.loggers import build_loggers, wants_csv
-    from robablate.config import resolve_precision
-    from robablate.data import synthetic
+    from robablate.data import synthetic_glue
     from robablate.data.tokenizer import load_tokenizer
+    from robablate.loggers import build_loggers, wants_csv
     from robablate.models.hf_export import encoder_state_from_hf
 
-    g = cfg.glue
-    cfg_glue = OmegaConf.to_container(g, resolve=True) if OmegaConf.is_config(g) else dict(g)
+    specs = plan.specs
     tasks = check_glue_config(cfg_glue)
     n_seeds = int(cfg_glue.get("seeds") or 0)
     if not tasks or n_seeds < 1:
@@ -236,11 +234,11 @@ def finetune_all(cfg: Any, run_dir: str | Path, hf_dir: str | Path, tokenizer: A
         tokenizer = load_tokenizer(init, key="glue.init")
     config, state = encoder_state_from_hf(init or hf_dir)
     max_len = check_model(config, tokenizer, FinetuneSettings.from_config(cfg_glue).max_len)
-    run_dir, cache_dir = Path(run_dir), Path(cfg.get("cache_dir") or ".cache")
-    syn_dir = synthetic.ensure_glue(cfg.get("corpus"), cache_dir) if any(t.synthetic for t in tasks) else None
-    trainer_kwargs = {"accelerator": cfg.trainer.accelerator, "precision": resolve_precision(cfg),
-                      "deterministic": bool(cfg.trainer.deterministic),
-                      "enable_progress_bar": bool(cfg.trainer.enable_progress_bar)}
+    run_dir, cache_dir = Path(run_dir), specs.cache_dir
+    syn_dir = synthetic_glue.glue_folder(specs.corpus.generator, cache_dir) if any(t.synthetic for t in tasks) else None
+    trainer_kwargs = {"accelerator": specs.trainer.accelerator, "precision": plan.precision,
+                      "deterministic": bool(specs.trainer.deterministic),
+                      "enable_progress_bar": specs.trainer.enable_progress_bar}
     points = grid_points(cfg_glue.get("grid"))
     section: dict[str, Any] = {"tasks": {}, "data_dir": cfg_glue.get("data_dir"), "source": cfg_glue.get("source"),
                                "seeds": n_seeds, "grid": cfg_glue.get("grid"), "init": init}
@@ -260,10 +258,10 @@ def finetune_all(cfg: Any, run_dir: str | Path, hf_dir: str | Path, tokenizer: A
                 out_dir = out_dir / sub if sub else out_dir
                 # W&B (logger=wandb): the arm's one finetune run, metrics under "<task>/seed=<n>/";
                 # finetune_task writes the CSV log itself (not under logger=none).
-                loggers = build_loggers(cfg, out_dir, "finetune", csv_log=False)
+                loggers = build_loggers(specs.logger, out_dir, "finetune", csv_log=False)
                 r = finetune_task(state, config, tokenizer, spec.name, data_dir, seed, {**cfg_glue, **point},
                                   out_dir, encoded=encoded, trainer_kwargs=trainer_kwargs, loggers=loggers,
-                                  csv_log=wants_csv(cfg))
+                                  csv_log=wants_csv(specs.logger))
                 tried.append({**r, "hparams": point})
             best = select_best(tried)
             runs.append({"seed": seed, "metrics": best["metrics"], "score": best["score"],
