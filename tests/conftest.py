@@ -25,6 +25,25 @@ def compose_cfg(overrides: list[str] | None = None):
         return compose(config_name="config", overrides=normalize_overrides(list(overrides or [])))
 
 
+# A few-second smoke arm (tests/test_pipeline.py, tests/test_newcomer.py): 8 steps, no GLUE.
+FAST_ARM = ["experiment=smoke", "train.max_steps=8", "train.val_every_steps=4", "train.val_instances=64",
+            "glue=none", "trainer.enable_progress_bar=false"]
+
+
+def arm_cfg(tmp_path: Path, cache_dir: Path, *overrides: str, name: str = "run", logger: str = "none"):
+    """The config of a FAST_ARM arm writing to tmp_path/<name>."""
+    return compose_cfg([*FAST_ARM, f"logger={logger}", f"cache_dir={cache_dir}", f"run_dir={tmp_path / name}",
+                        *overrides])
+
+
+def run_arm(tmp_path: Path, cache_dir: Path, *overrides: str, name: str = "run", logger: str = "none"):
+    """(config, results) of that arm run through pipeline.run."""
+    from robablate.pipeline import run
+
+    cfg = arm_cfg(tmp_path, cache_dir, *overrides, name=name, logger=logger)
+    return cfg, run(cfg)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One cache for the whole session, so tokenizers and token caches are built once."""

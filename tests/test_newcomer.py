@@ -3,53 +3,16 @@ arguments that cannot take effect are refused, the end-of-run summary, quiet out
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import compose_cfg
+from conftest import arm_cfg, compose_cfg
 from robablate.pipeline import run
 
-FAST = ["experiment=smoke", "train.max_steps=8", "train.val_every_steps=4", "train.val_instances=64", "glue=none",
-        "trainer.enable_progress_bar=false", "logger=csv"]
-
-
-def arm(tmp_path: Path, cache_dir: Path, *overrides: str, name: str = "run"):
-    cfg = compose_cfg([*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path / name}", *overrides])
-    return cfg, run(cfg)
-
-
-def csv_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-# --- 6. resume keeps the curve before the interruption -------------------------------------------------
-
-@pytest.mark.slow
-def test_resume_keeps_metrics_csv_rows_and_validation_history(tmp_path, cache_dir) -> None:
-    # Validations at 4, 8, 12; CSV rows every 2 steps; the stop at step 9 falls between two validations
-    # (8, 12) and between two log points (rows of steps 8 and 10). Before the fix, metrics.csv lost every
-    # row before the checkpoint and the history lost the validation at step 8.
-    common = ["seed=1", "train.max_steps=12", "train.val_every_steps=4", "trainer.log_every_n_steps=2"]
-    _, full = arm(tmp_path, cache_dir, *common, name="full")
-    _, part = arm(tmp_path, cache_dir, *common, "train.stop_at_step=9", name="resumed")
-    assert part["status"] == "interrupted"
-    _, resumed = arm(tmp_path, cache_dir, *common, "resume=true", name="resumed")
-
-    steps = lambda res: [h["step"] for h in res["pretrain"]["history"]]  # noqa: E731
-    assert steps(full) == [4, 8, 12]
-    assert resumed["pretrain"]["history"] == full["pretrain"]["history"]
-    saved = json.loads((tmp_path / "resumed" / "results.json").read_text())
-    assert [h["step"] for h in saved["pretrain"]["history"]] == [4, 8, 12]
-
-    keep = ("step", "train/loss", "train/lr", "val/mlm_loss")  # tokens_per_s is a timing
-    rows = lambda name: [{k: r.get(k, "") for k in keep} for r in csv_rows(tmp_path / name / "pretrain" / "metrics.csv")]  # noqa: E731
-    assert rows("resumed") == rows("full")
-    assert min(int(r["step"]) for r in rows("resumed")) < 4
-
+# --- 6. resume keeps the curve before the interruption: tests/test_pipeline.py
+# test_resumed_run_equals_uninterrupted (metrics.csv rows and the validation history survive)
 
 # --- 1. every input is validated before the first training step ------------------------------------
 
@@ -93,8 +56,8 @@ def test_bad_glue_file_fails_before_any_training_step(tmp_path, cache_dir, task,
     else:
         lines[line - 1] = "\t".join(bad(lines[line - 1].split("\t")))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = compose_cfg([*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path / 'run'}", "glue=default",
-                       f"glue.data_dir={data}", f"glue.tasks=[{task}]", "glue.seeds=1"])
+    cfg = arm_cfg(tmp_path, cache_dir, "glue=default", f"glue.data_dir={data}", f"glue.tasks=[{task}]", "glue.seeds=1",
+                  logger="csv")
     from robablate.errors import DataError
 
     with pytest.raises(DataError) as e:
@@ -260,9 +223,9 @@ def test_run_shows_steps_not_epochs_no_leafspec_and_ends_with_a_summary(tmp_path
 
     from robablate.pipeline import main
 
-    cfg = compose_cfg([*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path / 'run'}", "trainer.enable_progress_bar=true",
-                       "glue=default", "glue.tasks=[SYN-TOPIC]", "glue.seeds=1", "glue.epochs=1",
-                       "glue.max_train_examples=32", "glue.max_eval_examples=32"])
+    cfg = arm_cfg(tmp_path, cache_dir, "trainer.enable_progress_bar=true", "glue=default", "glue.tasks=[SYN-TOPIC]",
+                  "glue.seeds=1", "glue.epochs=1", "glue.max_train_examples=32", "glue.max_eval_examples=32",
+                  logger="csv")
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         assert main(cfg) == 0

@@ -79,49 +79,30 @@ def test_bad_betas_named():
 
 # --- schedules: lr at step 0, mid-warmup, end of warmup, middle of decay, end ---------------------
 
-def test_linear():
-    c = sched("linear")
-    assert lr_at(c, TOTAL, PEAK, 0) == 0.0
-    assert lr_at(c, TOTAL, PEAK, WARM // 2) == pytest.approx(PEAK / 2)
-    assert lr_at(c, TOTAL, PEAK, WARM) == pytest.approx(PEAK)
-    assert lr_at(c, TOTAL, PEAK, MID) == pytest.approx(PEAK / 2)
-    assert lr_at(c, TOTAL, PEAK, TOTAL) == 0.0
+QUARTER = WARM + (TOTAL - WARM) // 4  # cosine is above linear in the first half of the decay
+CURVES = [  # (scheduler, extra keys, {step: expected LR})
+    ("linear", {}, {0: 0.0, WARM // 2: PEAK / 2, WARM: PEAK, MID: PEAK / 2, TOTAL: 0.0}),
+    ("cosine", {}, {0: 0.0, WARM: PEAK, MID: PEAK / 2, QUARTER: PEAK * (1 + math.cos(math.pi / 4)) / 2,
+                    TOTAL: 0.0}),
+    ("constant", {}, {0: 0.0, WARM // 2: PEAK / 2, WARM: PEAK, MID: PEAK, TOTAL: PEAK}),
+    ("polynomial", {"power": 1.0, "lr_end": 0.0}, {MID: PEAK / 2}),
+    # lr_end is an absolute LR: (1 - progress)^2 of the way from the peak down to it
+    ("polynomial", {"power": 2.0, "lr_end": 1e-5}, {0: 0.0, WARM: PEAK, MID: (PEAK - 1e-5) * 0.25 + 1e-5,
+                                                    TOTAL: 1e-5}),
+    # timescale = the warmup: peak x sqrt(warmup / step) after it
+    ("inverse_sqrt", {}, {0: 0.0, WARM: PEAK, 4 * WARM: PEAK / 2, TOTAL: PEAK * math.sqrt(WARM / TOTAL)}),
+]
 
 
-def test_cosine():
-    c = sched("cosine")
-    assert lr_at(c, TOTAL, PEAK, 0) == 0.0
-    assert lr_at(c, TOTAL, PEAK, WARM) == pytest.approx(PEAK)
-    assert lr_at(c, TOTAL, PEAK, MID) == pytest.approx(PEAK / 2)
-    quarter = WARM + (TOTAL - WARM) // 4  # cosine is above linear in the first half of the decay
-    assert lr_at(c, TOTAL, PEAK, quarter) == pytest.approx(PEAK * (1 + math.cos(math.pi / 4)) / 2, rel=1e-3)
-    assert lr_at(c, TOTAL, PEAK, TOTAL) == pytest.approx(0.0, abs=1e-12)
+@pytest.mark.parametrize("name,extra,expected", CURVES, ids=[f"{n}{e or ''}" for n, e, _ in CURVES])
+def test_schedule_curves(name, extra, expected):
+    c = sched(name, **extra)
+    assert {step: lr_at(c, TOTAL, PEAK, step) for step in expected} == pytest.approx(expected, abs=1e-12)
 
 
-def test_constant():
-    c = sched("constant")
-    assert lr_at(c, TOTAL, PEAK, 0) == 0.0
-    assert lr_at(c, TOTAL, PEAK, WARM // 2) == pytest.approx(PEAK / 2)
-    assert [lr_at(c, TOTAL, PEAK, s) for s in (WARM, MID, TOTAL)] == [PEAK] * 3
-
-
-def test_polynomial():
-    assert lr_at(sched("polynomial", power=1.0, lr_end=0.0), TOTAL, PEAK, MID) == pytest.approx(PEAK / 2)
-    c = sched("polynomial", power=2.0, lr_end=1e-5)
-    assert lr_at(c, TOTAL, PEAK, 0) == 0.0
-    assert lr_at(c, TOTAL, PEAK, WARM) == pytest.approx(PEAK)
-    assert lr_at(c, TOTAL, PEAK, MID) == pytest.approx((PEAK - 1e-5) * 0.25 + 1e-5)
-    assert lr_at(c, TOTAL, PEAK, TOTAL) == pytest.approx(1e-5)  # lr_end is an absolute LR
+def test_polynomial_end_must_be_below_the_peak():
     with pytest.raises(ConfigError, match="lr_end"):
         lr_at(sched("polynomial", lr_end=PEAK), TOTAL, PEAK, 0)
-
-
-def test_inverse_sqrt():
-    c = sched("inverse_sqrt")  # timescale = warmup
-    assert lr_at(c, TOTAL, PEAK, 0) == 0.0
-    assert lr_at(c, TOTAL, PEAK, WARM) == pytest.approx(PEAK)
-    assert lr_at(c, TOTAL, PEAK, 4 * WARM) == pytest.approx(PEAK / 2)
-    assert lr_at(c, TOTAL, PEAK, TOTAL) == pytest.approx(PEAK * math.sqrt(WARM / TOTAL))
 
 
 def test_warmup_fraction_used_when_steps_null():

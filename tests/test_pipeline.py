@@ -3,6 +3,7 @@ exactly, and a resumed run ends where an uninterrupted one does."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -11,19 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_cfg, shared_data
+from conftest import arm_cfg, run_arm, shared_data
 from robablate.config import validate
 from robablate.errors import DataError
-from robablate.pipeline import run
 
-# A few seconds per arm: the smoke preset, made smaller still, and no fine-tuning unless a test wants it.
-FAST = ["experiment=smoke", "train.max_steps=8", "train.val_every_steps=4", "train.val_instances=64", "glue=none",
-        "trainer.enable_progress_bar=false", "logger=none"]
-
-
-def arm(tmp_path: Path, cache_dir: Path, *overrides: str, name: str = "run"):
-    cfg = compose_cfg([*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path / name}", *overrides])
-    return cfg, run(cfg)
+# Arms: conftest.run_arm, a few seconds each (the smoke preset, made smaller still, no fine-tuning
+# unless a test wants it).
 
 
 def pretrain_metrics(res: dict) -> dict:
@@ -33,7 +27,7 @@ def pretrain_metrics(res: dict) -> dict:
 
 @pytest.mark.slow
 def test_smoke_writes_results_with_finite_metrics(tmp_path, cache_dir) -> None:
-    _, res = arm(tmp_path, cache_dir, "masking=dynamic", "nsp=false")
+    _, res = run_arm(tmp_path, cache_dir, "masking=dynamic", "nsp=false")
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["schema_version"] == 1 and saved["status"] == "complete"
     assert saved["axes"]["masking"] == "dynamic" and saved["axes"]["format"] == "full_sentences"
@@ -66,28 +60,48 @@ def test_smoke_writes_results_with_finite_metrics(tmp_path, cache_dir) -> None:
 
 @pytest.mark.slow
 def test_bert_arm_runs_with_nsp(tmp_path, cache_dir) -> None:
-    _, res = arm(tmp_path, cache_dir, "masking=static", "nsp=true", "format=segment_pair")
+    _, res = run_arm(tmp_path, cache_dir, "masking=static", "nsp=true", "format=segment_pair")
     assert res["axes"]["nsp"] is True and 0.0 <= res["pretrain"]["val_nsp_acc"] <= 1.0
 
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path, cache_dir) -> None:
-    _, a = arm(tmp_path, cache_dir, "seed=3", name="a")
-    _, b = arm(tmp_path, cache_dir, "seed=3", name="b")
-    _, c = arm(tmp_path, cache_dir, "seed=4", name="c")
+    _, a = run_arm(tmp_path, cache_dir, "seed=3", name="a")
+    _, b = run_arm(tmp_path, cache_dir, "seed=3", name="b")
+    _, c = run_arm(tmp_path, cache_dir, "seed=4", name="c")
     assert pretrain_metrics(a) == pretrain_metrics(b)
     assert pretrain_metrics(a)["val_mlm_loss"] != pretrain_metrics(c)["val_mlm_loss"]
 
 
 @pytest.mark.slow
 def test_resumed_run_equals_uninterrupted(tmp_path, cache_dir) -> None:
-    common = ["seed=1", "train.max_steps=12", "train.val_every_steps=4", "masking=dynamic"]
-    _, full = arm(tmp_path, cache_dir, *common, name="full")
-    _, part = arm(tmp_path, cache_dir, *common, "train.stop_at_step=8", name="resumed")
-    assert part["status"] == "interrupted" and part["pretrain"]["steps"] == 8
+    # Validations at 4, 8, 12; CSV rows every 2 steps; the stop at step 9 falls between two validations
+    # (8, 12) and between two log points (rows of steps 8 and 10). Issue 12: before the fix, metrics.csv
+    # lost every row before the checkpoint and the history lost the validation at step 8.
+    common = ["seed=1", "train.max_steps=12", "train.val_every_steps=4", "masking=dynamic",
+              "trainer.log_every_n_steps=2"]
+    _, full = run_arm(tmp_path, cache_dir, *common, name="full", logger="csv")
+    _, part = run_arm(tmp_path, cache_dir, *common, "train.stop_at_step=9", name="resumed", logger="csv")
+    assert part["status"] == "interrupted" and part["pretrain"]["steps"] == 9
     assert not (tmp_path / "resumed" / "results.json").exists()
-    _, resumed = arm(tmp_path, cache_dir, *common, "resume=true", name="resumed")
+    _, resumed = run_arm(tmp_path, cache_dir, *common, "resume=true", name="resumed", logger="csv")
     assert pretrain_metrics(resumed) == pretrain_metrics(full)
+
+    steps = lambda res: [h["step"] for h in res["pretrain"]["history"]]  # noqa: E731
+    assert steps(full) == [4, 8, 12]
+    assert resumed["pretrain"]["history"] == full["pretrain"]["history"]
+    saved = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    assert [h["step"] for h in saved["pretrain"]["history"]] == [4, 8, 12]
+
+    keep = ("step", "train/loss", "train/lr", "val/mlm_loss")  # tokens_per_s is a timing
+    rows = lambda name: [{k: r.get(k, "") for k in keep} for r in csv_rows(tmp_path / name / "pretrain" / "metrics.csv")]  # noqa: E731
+    assert rows("resumed") == rows("full")
+    assert min(int(r["step"]) for r in rows("resumed")) < 4
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _fed_batches(cfg, n_steps: int):
@@ -106,12 +120,11 @@ def _fed_batches(cfg, n_steps: int):
 def test_masking_switch_changes_what_is_fed(cache_dir, tmp_path) -> None:
     # Enough steps for several epochs over a small corpus: static repeats masks every dupe_factor
     # epochs, dynamic never repeats them.
-    base = [*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path}", "corpus.num_docs=150", "nsp=false",
-            "train.max_steps=200"]
+    base = ["corpus.num_docs=150", "nsp=false", "train.max_steps=200"]
     out = {}
     for strategy in ("static", "dynamic"):
         extra = ["masking.dupe_factor=2"] if strategy == "static" else []
-        cfg = compose_cfg([*base, f"masking={strategy}", *extra])
+        cfg = arm_cfg(tmp_path, cache_dir, *base, f"masking={strategy}", *extra, name="")
         data, plan, batches = _fed_batches(cfg, 200)
         seen: dict[tuple[int, int], list[bytes]] = {}
         for (phase, epoch, idx), b in batches:
@@ -130,9 +143,8 @@ def test_masking_switch_changes_what_is_fed(cache_dir, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_nsp_switch_changes_what_is_fed(cache_dir, tmp_path) -> None:
-    base = [*FAST, f"cache_dir={cache_dir}", f"run_dir={tmp_path}"]
-    _, _, with_nsp = _fed_batches(compose_cfg([*base, "nsp=true"]), 3)
-    _, _, without = _fed_batches(compose_cfg([*base, "nsp=false"]), 3)
+    _, _, with_nsp = _fed_batches(arm_cfg(tmp_path, cache_dir, "nsp=true", name=""), 3)
+    _, _, without = _fed_batches(arm_cfg(tmp_path, cache_dir, "nsp=false", name=""), 3)
     labels = torch.cat([b["nsp_labels"] for _, b in with_nsp])
     assert set(labels.tolist()) == {0, 1}
     assert (torch.cat([b["token_type_ids"] for _, b in with_nsp]) == 1).any()  # a B segment exists
@@ -148,9 +160,9 @@ def test_corpus_too_small_for_one_batch(tmp_path, cache_dir) -> None:
     too_small = ["corpus=text", f"corpus.path={docs}", "corpus.val_fraction=0.5", "tokenizer.vocab_size=64",
                  "tokenizer.min_frequency=1"]
     with pytest.raises(DataError, match="fewer than one global batch"):
-        arm(tmp_path, cache_dir, *too_small, "nsp=false")
+        run_arm(tmp_path, cache_dir, *too_small, "nsp=false")
     with pytest.raises(DataError, match="corpus `text`.*2 non-empty documents"):
-        arm(tmp_path, cache_dir, *too_small, "nsp=true", name="nsp")
+        run_arm(tmp_path, cache_dir, *too_small, "nsp=true", name="nsp")
 
 
 @pytest.mark.slow
@@ -170,7 +182,7 @@ def test_nan_loss_stops_the_run_naming_the_step(tmp_path, cache_dir, monkeypatch
 
     monkeypatch.setattr(BertForPretraining, "forward", poisoned)
     with pytest.raises(TrainingDiverged, match="step 2"):
-        arm(tmp_path, cache_dir, "masking=dynamic")
+        run_arm(tmp_path, cache_dir, "masking=dynamic")
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["status"] == "failed" and "step 2" in saved["error"]
 
@@ -179,7 +191,7 @@ def test_nan_loss_stops_the_run_naming_the_step(tmp_path, cache_dir, monkeypatch
 @pytest.mark.shared_data
 def test_pretrains_on_wikitext2(tmp_path, cache_dir) -> None:
     wt2 = shared_data("corpus", "wikitext-2")
-    _, res = arm(tmp_path, cache_dir, "corpus=text", f"corpus.path={wt2}", "corpus.train_glob=train.txt",
+    _, res = run_arm(tmp_path, cache_dir, "corpus=text", f"corpus.path={wt2}", "corpus.train_glob=train.txt",
                  "corpus.val_glob=valid.txt", "corpus.document_boundary=heading", "corpus.max_docs=60",
                  "nsp=false")
     p = res["pretrain"]
