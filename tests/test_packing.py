@@ -87,7 +87,7 @@ def test_attention_never_crosses_instances():
     others[victim] = False
     m = model(nsp=True).eval()
     layout = {k: packed[k] for k in ("pack_index", "unpack_index", "segment_ids", "cls_index")}
-    from robablate.models.bert import PackedLayout
+    from robablate.models.packed import PackedLayout
     with torch.no_grad():
         h0, p0 = m.encoder(packed["input_ids"], packed["token_type_ids"], None, packed["position_ids"],
                            PackedLayout(**layout))

@@ -7,9 +7,9 @@ exact-erf GELU, fused QKV projection and `scaled_dot_product_attention`.
 The MLM head runs only on the selected positions (labels != -100): with 15% masking this skips 85% of
 the [tokens x vocab] output matmul, which is the single largest matmul of a small BERT.
 
-Packed batches (data/packing.py, train.pack=true): the dense layers run on the real tokens only ([T, H],
-no padding) and attention runs on rows of several instances with a block-diagonal mask, so the outputs
-are those of the padded batch without its padding compute.
+Packed batches (data/packing.py, train.pack=true; the layout in models/packed.py): the dense layers run
+on the real tokens only ([T, H], no padding) and attention runs on rows of several instances with a
+block-diagonal mask, so the outputs are those of the padded batch without its padding compute.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robablate.errors import ConfigError
+from robablate.models.packed import PackedLayout, Regather
 
 IGNORE_INDEX = -100  # label value meaning "no loss here" (PyTorch's cross_entropy default)
 
@@ -170,7 +171,7 @@ class SelfAttention(nn.Module):
         self.attention_dropout = c.attention_dropout
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
-                layout: "PackedLayout | None" = None) -> torch.Tensor:
+                layout: PackedLayout | None = None) -> torch.Tensor:
         """x: [B, L, H] padded, or [T, H] real tokens with `layout` (attention then runs on its rows)."""
         H = x.shape[-1]
         qkv = self.qkv(x)
@@ -207,7 +208,7 @@ class Layer(nn.Module):
         _add_norm(self, c)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
-                layout: "PackedLayout | None" = None) -> torch.Tensor:
+                layout: PackedLayout | None = None) -> torch.Tensor:
         x = self.attention(x, attn_mask, layout)
         return self.LayerNorm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
 
@@ -220,45 +221,6 @@ def _attn_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     if attention_mask is None or bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]
-
-
-class Regather(torch.autograd.Function):
-    """y = x[index] whose gradient is a gather too: grad_x = grad_y[inverse].
-
-    Between the real tokens [T] and the packed rows [R*W] each real token sits in exactly one slot, so
-    the two index arrays invert each other on real tokens, and the backward of either gather is the
-    other gather (a parallel, deterministic copy; autograd's own backward is an accumulating scatter,
-    measured 2x slower on CPU). The empty slots are the exception, and harmless: their attention
-    outputs are dropped, so the gradient reaching them is zero, and the gradient the unpacking hands
-    them (some real token's) only flows back through attention rows that the block-diagonal mask
-    confines to empty slots (their probabilities toward real tokens are exactly 0), then is dropped by
-    the packing's backward. tests/test_packing.py checks the gradients against the padded batch.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inverse)
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(0, inverse), None, None
-
-
-@dataclass
-class PackedLayout:
-    """Where the real tokens [T] sit in the attention rows [R, W] (built by data/packing.pack_layout)."""
-
-    pack_index: torch.Tensor    # [R, W] flat token at each slot
-    unpack_index: torch.Tensor  # [T] slot of each token
-    segment_ids: torch.Tensor   # [R, W] instance within the row (1, 2, ...), 0 on empty slots
-    cls_index: torch.Tensor     # [N] flat index of each instance's [CLS]
-
-    def attn_mask(self) -> torch.Tensor:
-        """Boolean [R, 1, W, W], True where query and key belong to the same instance (block diagonal)."""
-        seg = self.segment_ids
-        return (seg[:, :, None] == seg[:, None, :])[:, None]
 
 
 class BertEncoder(nn.Module):
