@@ -106,7 +106,7 @@ def transformers_child(args) -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=normalize_overrides(overrides(args.steps, args.corpus,
                                                                                       args.cache_dir)))
-    data = prepare(cfg, validate(cfg))
+    data = prepare(validate(cfg))
     inst, tok = data.phases[0], data.tokenizer
     m = cfg.model
     hf_cfg = BertConfig(vocab_size=data.ids.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
@@ -164,7 +164,7 @@ def padding_report(args) -> str:
         cfg = compose(config_name="config", overrides=normalize_overrides(overrides(args.steps, args.corpus,
                                                                                       args.cache_dir)))
     plan = validate(cfg)
-    data = prepare(cfg, plan)
+    data = prepare(plan)
     dm = PretrainDataModule(data, plan, cfg.masking, int(cfg.seed), 0, pack=False)
     real = padded = slots = 0
     n_inst = []

@@ -55,7 +55,7 @@ def spy(*a, **k):  # the peak of tokenizer training + token caches, read before 
 pd.build_instances = spy
 base = rss_mb()
 t = time.perf_counter()
-data = prepare(cfg, plan)
+data = prepare(plan)
 prepare_s = time.perf_counter() - t
 print("RESULT " + json.dumps({"import_s": import_s, "prepare_s": prepare_s, "timings": data.timings,
                               "baseline_rss_mb": base, "peak_rss_mb": peak_mb(), "stats": data.stats,
