@@ -103,3 +103,36 @@ def sweep_ok(smoke_sweep) -> Path:
     sweep, proc = smoke_sweep
     assert proc.returncode == 0, f"sweep failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
     return sweep
+
+
+# --- committed studies (experiments/wikitext2_cpu*, tests/test_wikitext2_study*.py) -----------------
+
+def load_script(path: Path):
+    """A script under experiments/ imported as a module (they are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_report_reproduces(study: Path, table: str, axis: str, arms: set[str], compared: tuple[str, ...],
+                             out: Path):
+    """Re-run the report and the headline over study/results/<table> into `out` and require every file in
+    `compared` (and headline.md) to equal the committed study/report/<table>/ byte for byte. Run from
+    ROOT: the committed tables name runs by their path from the repository root. Returns the Report."""
+    from robablate.report import load_report, write_report
+    from robablate.report.tables import CONTROL_ARM
+
+    rep = load_report((study / "results" / table).relative_to(ROOT))
+    assert rep.problems == [] and axis in rep.axes
+    assert set(rep.summary.loc[rep.summary["axis"] == axis, "arm"]) - {CONTROL_ARM} == arms
+    write_report(rep, out)
+    headline = load_script(ROOT / "experiments" / "wikitext2_cpu" / "headline.py")
+    (out / "headline.md").write_text(headline.headline(out), encoding="utf-8")
+    for name in (*compared, "headline.md"):
+        committed = study / "report" / table / name
+        assert (out / name).read_text(encoding="utf-8") == committed.read_text(encoding="utf-8"), \
+            f"{committed} differs from the report over its results: re-run the report (see {study / 'README.md'})"
+    return rep

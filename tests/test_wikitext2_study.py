@@ -6,13 +6,12 @@ mismatch of those runs (issue 10)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, assert_report_reproduces
 
-from robablate.report import load_report, write_report
+from robablate.report import load_report
 
 STUDY = ROOT / "experiments" / "wikitext2_cpu"
 TABLES = {  # table -> (axis, arms) as the presets conf/experiment/wikitext2_cpu_table*.yaml sweep them
@@ -25,27 +24,15 @@ COMPARED = ("report.md", "summary.csv", "paired.csv", "variance.csv", "tidy.csv"
 
 @pytest.mark.parametrize("table", sorted(TABLES))
 def test_committed_results_reproduce_the_committed_report(table, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the committed tables name runs by their path from the repository root
-    results = (STUDY / "results" / table).relative_to(ROOT)
-    files = sorted(results.rglob("results.json"))
+    monkeypatch.chdir(ROOT)
+    files = sorted((STUDY / "results" / table).rglob("results.json"))
     axis, arms = TABLES[table]
-    assert len(files) == 3 * len(arms), f"{results}: expected {len(arms)} arms x 3 seeds"
+    assert len(files) == 3 * len(arms), f"{STUDY / 'results' / table}: expected {len(arms)} arms x 3 seeds"
     for f in files:
         res = json.loads(f.read_text())
         assert res["status"] == "complete", f
         assert res["pretrain"]["history"], f  # the MLM curves come from results.json alone
-    rep = load_report(results)
-    assert rep.problems == [] and axis in rep.axes
-    assert set(rep.summary.loc[rep.summary["axis"] == axis, "arm"]) == arms
-    write_report(rep, tmp_path)
-    spec = importlib.util.spec_from_file_location("headline", STUDY / "headline.py")
-    headline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(headline)
-    (tmp_path / "headline.md").write_text(headline.headline(tmp_path), encoding="utf-8")
-    for name in (*COMPARED, "headline.md"):
-        committed = STUDY / "report" / table / name
-        assert (tmp_path / name).read_text(encoding="utf-8") == committed.read_text(encoding="utf-8"), \
-            f"{committed} differs from the report over {results}: re-run the report (see {STUDY / 'README.md'})"
+    assert_report_reproduces(STUDY, table, axis, arms, COMPARED, tmp_path)
 
 
 def test_committed_study_is_small():
