@@ -7,6 +7,8 @@ Each function returns None when the runs hold nothing to plot.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -127,14 +129,18 @@ def plot_mlm_curve(report, axis: str) -> Figure | None:
     return fig
 
 
+def _one_panel() -> tuple[Figure, Any]:
+    fig = Figure(figsize=(4.5, 3.8), layout="constrained")
+    return fig, fig.add_subplot()
+
+
 def plot_throughput(report, axis: str) -> Figure | None:
     """Pretraining throughput (tokens/s) by arm with 95% CIs."""
     s = report.summary
     s = s[(s["axis"] == axis) & (s["task"] == PRETRAIN_TASK) & (s["metric"] == "tokens_per_s")]
     if s.empty or s["mean"].isna().all():
         return None
-    fig = Figure(figsize=(4.5, 3.8), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _one_panel()
     _arm_bars(ax, s, _arms(report, axis), axis)
     ax.set_ylabel("pretraining tokens / s (mean, 95% CI)")
     ax.set_title(f"Throughput by {_axis_label(report, axis)}", fontsize="medium")
@@ -148,8 +154,7 @@ def plot_tokens(report, axis: str) -> Figure | None:
     c = c[c["axis"] == axis] if not c.empty else c
     if c.empty or c["tokens_mean"].isna().all():
         return None
-    fig = Figure(figsize=(4.5, 3.8), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _one_panel()
     x = np.arange(len(c))
     mean = c["tokens_mean"].to_numpy(float)
     err = np.vstack([mean - c["tokens_min"].to_numpy(float), c["tokens_max"].to_numpy(float) - mean])
