@@ -42,3 +42,4 @@ for t in $TABLES; do
   python experiments/wikitext2_cpu/headline.py "$HERE/report/table$t"
 done
 python $HERE/verdicts.py "$HERE/report"
+python $HERE/quote.py   # README.md's generated tables

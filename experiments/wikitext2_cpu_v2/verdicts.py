@@ -88,10 +88,19 @@ def table(report_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+TITLES = {"table1": "Table 1: masking", "table2": "Table 2: input format and NSP",
+          "table3": "Table 3: batch size (LR tuned per arm)"}
+
+
+def document(root: Path) -> str:
+    """verdicts.md: one table per report/<table>/ folder under `root`."""
+    return "".join(f"**{TITLES.get(d.name, d.name)}**\n\n{table(d)}\n" for d in sorted(root.glob("table*"))
+                   if (d / "paired.csv").is_file())
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    root = Path(sys.argv[1])
-    text = "".join(f"### {d.name}\n\n{table(d)}\n" for d in sorted(root.glob("table*")) if (d / "paired.csv").is_file())
-    (root / "verdicts.md").write_text(text, encoding="utf-8")
+    text = document(Path(sys.argv[1]))
+    (Path(sys.argv[1]) / "verdicts.md").write_text(text, encoding="utf-8")
     print(text, end="")
