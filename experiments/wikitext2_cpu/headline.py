@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from robablate.data.blimp import FIELDS as BLIMP_FIELDS
+
 ROWS = (  # (task, metric, label)
     ("pretrain", "val_mlm_loss", "val MLM loss"),
     ("pretrain", "val_mlm_ppl", "val MLM ppl"),
     ("BLiMP", "blimp_acc", "BLiMP accuracy"),
-    *((f"BLiMP field: {f}", "blimp_acc", f"BLiMP {f}") for f in ("morphology", "syntax", "semantics", "syntax_semantics")),
+    *((f"BLiMP field: {f}", "blimp_acc", f"BLiMP {f}") for f in BLIMP_FIELDS),
     ("GLUE (glue convention, tasks: CoLA, MRPC, RTE)", "score", "GLUE score (CoLA, MRPC, RTE)"),
     ("GLUE (synthetic convention, tasks: SYN-TOPIC, SYN-NEXT, SYN-SIM)", "score", "synthetic score"),
 )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robablate.data.blimp import FIELDS
 from robablate.report.stats import mde_paired, welch_ci
 
 # Expected |effect| on validation MLM loss per table, measured before this study:
@@ -31,12 +32,17 @@ from robablate.report.stats import mde_paired, welch_ci
 #   (250k tokens, seed 0, conf/experiment/roberta_table3.yaml history) reached 6.88 / 6.95 / 7.02 at
 #   8 / 64 / 256 sequences: the largest gap, 0.14.
 PRIOR = {"table1": 0.0035, "table2": 0.013, "table3": 0.14}
-READOUTS = (  # (label, getter)
-    ("val MLM loss", lambda r: r["pretrain"]["val_mlm_loss"]),
-    ("BLiMP overall", lambda r: r["blimp"]["overall"]),
-    *((f"BLiMP {f}", (lambda f: lambda r: r["blimp"]["by_field"][f])(f))
-      for f in ("morphology", "syntax", "semantics", "syntax_semantics")),
+READOUTS = (  # (label, path in results.json)
+    ("val MLM loss", ("pretrain", "val_mlm_loss")),
+    ("BLiMP overall", ("blimp", "overall")),
+    *((f"BLiMP {f}", ("blimp", "by_field", f)) for f in FIELDS),
 )
+
+
+def value(run: dict, path: tuple[str, ...]) -> float:
+    for key in path:
+        run = run[key]
+    return float(run)
 
 
 def load(folder: Path, init: str) -> list[dict]:
@@ -59,8 +65,8 @@ def report(pilot: Path) -> tuple[str, dict[str, int]]:
              "| read-out | pretrained mean ± SD | control mean ± SD | pretrained − control [95% CI, Welch] | "
              "MDE, 3 seeds | MDE, 5 seeds |", "|---|---:|---:|---:|---:|---:|"]
     mde3_loss = float("nan")
-    for label, get in READOUTS:
-        a, b = np.array([get(r) for r in pre]), np.array([get(r) for r in ctl])
+    for label, path in READOUTS:
+        a, b = np.array([value(r, path) for r in pre]), np.array([value(r, path) for r in ctl])
         lo, hi, _ = welch_ci(a, b)
         # A paired comparison's SD of differences is sd * sqrt(2) when arms sharing a seed are uncorrelated
         # (conservative: a shared seed can only make the pairs positively correlated here).

@@ -1,6 +1,6 @@
 """The verdict table of the WikiText-2 study v2 (README.md here): per compared arm and primary read-out
 (validation MLM loss, BLiMP overall), the paper's direction, this run's, the 95% CI, the test and n,
-the MDE, p Holm-adjusted over the primary rows of the table, and a one-line verdict:
+the tokens seen and peak LRs of the two arms (what else differs, next to the verdict), the MDE, p Holm-adjusted over the primary rows of the table, and a one-line verdict:
 
 - "agrees" / "opposite": the CI excludes 0 and the Holm-adjusted p < 0.05, in the paper's direction or
   against it;
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robablate.report.collect import BLIMP_METRIC, BLIMP_TASK, PRETRAIN_TASK
 from robablate.report.stats import holm
 
 ALPHA = 0.05
@@ -36,7 +37,7 @@ PAPER = {
     ("batch", "2k"): (+1, "Table 3: 2K better (perplexity 3.68 vs 3.99)"),
     ("batch", "8k"): (+1, "Table 3: 8K better (perplexity 3.77 vs 3.99)"),
 }
-PRIMARY = (("pretrain", "val_mlm_loss", "val MLM loss", -1), ("BLiMP", "blimp_acc", "BLiMP overall", +1))
+PRIMARY = ((PRETRAIN_TASK, "val_mlm_loss", "val MLM loss", -1), (BLIMP_TASK, BLIMP_METRIC, "BLiMP overall", +1))
 
 
 def _fmt(x: float) -> str:
@@ -56,7 +57,9 @@ def rows(report_dir: Path) -> list[dict]:
                         "paper_sign": paper_sign, "paper": paper_text, "better_sign": better_sign,
                         "diff": r.diff_mean, "lo": r.diff_ci_low, "hi": r.diff_ci_high,
                         "method": r.method, "n": int(r.n_pairs) if r.n_pairs >= 2 else f"{r.n_arm} vs {r.n_base}",
-                        "p": r.p_value, "mde": r.mde, "flags": "" if pd.isna(r["flags"]) else str(r["flags"])})
+                        "p": r.p_value, "mde": r.mde, "flags": "" if pd.isna(r["flags"]) else str(r["flags"]),
+                        "tokens": r.tokens_rel, "lr": r.lr_base if r.lr_base == r.lr_arm else
+                        f"{r.lr_base} vs {r.lr_arm}" + (" (tuned per arm)" if r.lr_tuned else "")})
     for r, ph in zip(out, holm([r["p"] for r in out]) if out else []):
         r["p_holm"] = ph
     return out
@@ -76,14 +79,16 @@ def verdict(r: dict) -> tuple[str, str]:
 
 
 def table(report_dir: Path) -> str:
-    lines = ["| comparison | read-out | paper | this run | diff [95% CI] | test, n | p | p (Holm) | MDE (80%) | verdict |",
-             "|---|---|---|---|---:|---|---:|---:|---:|---|"]
+    lines = ["| comparison | read-out | paper | this run | diff [95% CI] | test, n | tokens seen, arm vs base | "
+             "peak LR | p | p (Holm) | MDE (80%) | verdict |",
+             "|---|---|---|---|---:|---|---:|---|---:|---:|---:|---|"]
     for r in rows(report_dir):
         this, v = verdict(r)
         flag = f" ({r['flags']})" if r["flags"] else ""
         lines.append(f"| {r['axis']} {r['arm']} − {r['baseline']} | {r['readout']} | "
                      f"{'better' if r['paper_sign'] > 0 else 'worse'}: {r['paper']} | {this} | "
                      f"{_fmt(r['diff'])} [{_fmt(r['lo'])}, {_fmt(r['hi'])}] | {r['method']}, {r['n']} | "
+                     f"{100 * r['tokens']:+.1f}% | {r['lr']} | "
                      f"{r['p']:.3g} | {r['p_holm']:.3g} | {r['mde']:.3g} | {v}{flag} |")
     return "\n".join(lines) + "\n"
 

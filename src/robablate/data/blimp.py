@@ -35,6 +35,10 @@ class MinimalPair:
     pair_id: str
 
 
+# The four fields of the BLiMP release, as normalize_field writes them (results["blimp"]["by_field"] keys).
+FIELDS = ("morphology", "syntax", "semantics", "syntax_semantics")
+
+
 def normalize_field(field: str) -> str:
     """`syntax/semantics` and `syntax_semantics` (both upstream spellings) -> `syntax_semantics`."""
     return re.sub(r"[/\- ]+", "_", field.strip().lower())
