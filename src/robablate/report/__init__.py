@@ -19,13 +19,15 @@ import pandas as pd
 from robablate.errors import ConfigError
 from robablate.io import atomic_write_text
 from robablate.report import render
-from robablate.report.collect import (AXES, PRETRAIN_METRICS, collect, history_frame, load_runs,
-                                      tidy_frame)
+from robablate.report.blocked import blocked_table
+from robablate.report.collect import (AXES, PRETRAIN_METRICS, collapsed_runs, collect, history_frame, load_runs,
+                                      primary_of, tidy_frame)
 from robablate.report.plots import (PLOTS, plot_effects, plot_glue, plot_mlm_curve, plot_tasks,
                                     plot_throughput, plot_tokens)
 from robablate.report.design import (batch_sizes, compute_table, design_frame, off_axis_table, resolve_baselines,
                                      token_flags, varied_axes, varying_determined)
-from robablate.report.tables import DEFAULT_METRICS, gain_table, paired_table, summary_table, variance_table
+from robablate.report.tables import (DEFAULT_METRICS, DEFAULT_PRIMARY, gain_table, paired_table, summary_table,
+                                     variance_table)
 
 __all__ = ["Report", "load_report", "write_report", "collect", "plot_effects", "plot_tasks", "plot_glue",
            "plot_mlm_curve", "plot_throughput", "plot_tokens", "AXES", "PRETRAIN_METRICS"]
@@ -49,15 +51,22 @@ class Report:
     token_flags: pd.DataFrame = field(default_factory=pd.DataFrame)  # arm pairs whose tokens differ by > 2%
     control: pd.DataFrame = field(default_factory=pd.DataFrame)   # tidy rows of random-init control runs
     gain: pd.DataFrame = field(default_factory=pd.DataFrame)      # arm - control per axis, task and metric
+    primary: tuple[str, ...] = DEFAULT_PRIMARY                    # the Holm family's read-outs (report.primary)
+    collapsed: dict[str, str] = field(default_factory=dict)       # run_dir -> why it counts as collapsed
+    blocked: pd.DataFrame = field(default_factory=pd.DataFrame)   # confounded comparisons read within the other axis
 
 
 def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, str] | None = None,
-                metrics: Iterable[str] | None = None, n_boot: int | None = None) -> Report:
+                metrics: Iterable[str] | None = None, n_boot: int | None = None,
+                primary: Iterable[str] | None = None) -> Report:
     """Collect and analyse the runs under `paths`. `baseline` maps an axis to its baseline arm,
     `metrics` the tidy metrics to summarise (default: task score + pretraining metrics + BLiMP); an
     unknown key, value or metric raises ConfigError listing the choices. Works with zero complete
     runs (empty tables, problems listed). Runs with results["init"] == "random" are the
     random-init control: they get their own rows and the `gain` table, not an arm of an axis.
+    `primary`: the read-outs Holm adjusts over (default: the runs' config `report.primary`, else
+    DEFAULT_PRIMARY); every other row is exploratory. Collapsed runs (robablate/collapse.py) are marked
+    in every table and no verdict is drawn from them.
     `n_boot` is accepted for old callers and ignored: the intervals are Student t (stats.py says why)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -81,21 +90,24 @@ def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, st
     axes = varied_axes(tidy)
     sizes = batch_sizes(runs)
     baselines = resolve_baselines(tidy, axes, baseline, sizes)
-    design = design_frame(runs, axes)
+    primary = tuple(primary) if primary is not None else primary_of(runs, DEFAULT_PRIMARY)
+    collapsed = collapsed_runs(runs)
+    design = design_frame(runs, axes, collapsed)
     conventions = {}
     for r in runs + control_runs:
         for conv, sc in ((r.data.get("glue") or {}).get("score") or {}).items():
             if isinstance(sc, dict) and sc.get("convention"):
                 conventions.setdefault(conv, str(sc["convention"]))
+    paired = paired_table(tidy, axes, baselines, metrics, sizes, design=design, primary=primary)
     return Report(
-        tidy=tidy, summary=summary_table(tidy, axes, baselines, metrics, sizes, control=control),
-        paired=paired_table(tidy, axes, baselines, metrics, sizes, design=design),
+        tidy=tidy, summary=summary_table(tidy, axes, baselines, metrics, sizes, control=control, collapsed=collapsed),
+        paired=paired, primary=primary, collapsed=collapsed, blocked=blocked_table(tidy, paired, primary),
         variance=variance_table(tidy, axes, metrics),
         problems=problems, axes=axes, baselines=baselines, off_axis=off_axis_table(runs, axes),
         history=history_frame(runs), conventions=conventions,
         determined={a: varying_determined(design, a) for a in axes}, design=design,
         compute=compute_table(design, axes, baselines, sizes), token_flags=token_flags(design, axes, sizes),
-        control=control, gain=gain_table(tidy, control, axes, baselines, metrics, sizes))
+        control=control, gain=gain_table(tidy, control, axes, baselines, metrics, sizes, primary))
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:
@@ -106,7 +118,7 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     for name in ("tidy", "summary", "paired", "variance", "compute"):
         getattr(report, name).to_csv(out / f"{name}.csv", index=False)
         written.append(out / f"{name}.csv")
-    for name in ("gain", "control"):
+    for name in ("gain", "control", "blocked"):
         if not getattr(report, name).empty:
             getattr(report, name).to_csv(out / f"{name}.csv", index=False)
             written.append(out / f"{name}.csv")

@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from robablate.collapse import identical_acc
+from robablate.errors import ConfigError
 from robablate.schema import AXES, SCHEMA_VERSION
 
 RESULTS_NAME = "results.json"
@@ -209,3 +211,32 @@ def collect(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, list[dict]]:
     runs, problems = load_runs(paths)
     tidy, more = tidy_frame(runs)
     return tidy, problems + more
+
+
+def collapsed_runs(runs: list[Run]) -> dict[str, str]:
+    """run_dir -> why, for every run that never left the one-token solution (robablate/collapse.py):
+    the verdict results.json records (pretrain.collapse), else the recorded-only rule over the runs that
+    lack one (`identical_acc`: the same fixed-mask accuracy across seeds, unchanged at the end)."""
+    out, old = {}, []
+    for r in runs:
+        pre = r.data.get("pretrain") or {}
+        rec = pre.get("collapse")
+        if isinstance(rec, dict) and "collapsed" in rec:
+            if rec["collapsed"]:
+                out[r.run_dir] = f"collapsed: {rec.get('why') or rec.get('rule')}"
+        else:
+            hist = [h.get("val_mlm_acc") for h in pre.get("history") or [] if isinstance(h, dict)]
+            old.append((r.run_dir, r.seed, [_num(a) for a in hist] or [_num(pre.get("val_mlm_acc"))]))
+    old = [(d, s, [a for a in h if a is not None]) for d, s, h in old]
+    out.update(identical_acc(old))
+    return out
+
+
+def primary_of(runs: list[Run], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The primary read-outs the runs' design names (config `report.primary`); runs that disagree are a
+    ConfigError (the family must be one); none recorded: `default`."""
+    found = {tuple(p) for r in runs if isinstance((p := (r.config.get("report") or {}).get("primary")), list)}
+    if len(found) > 1:
+        raise ConfigError(f"report.primary differs between runs: {sorted(found)}; one family per report "
+                          f"(set report.primary the same in every run of the sweep)")
+    return found.pop() if found else tuple(default)

@@ -109,12 +109,15 @@ def ordered_arms(axis: str | None, frame: pd.DataFrame, baselines: dict, sizes) 
     return [b] + [a for a in order if a != b] if b in order else order
 
 
-def design_frame(runs: list[Run], axes: list[str]) -> pd.DataFrame:
+def design_frame(runs: list[Run], axes: list[str], collapsed: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run: its axes, seed, the config keys that can differ between runs (flattened,
     without the varied axes' own groups and the keys that differ by design: seeds, paths), the
     peak LR it trained with (results["plan"]["lr"]), whether that LR was tuned per arm
-    (results["tune"]), and the tokens it was fed (results["pretrain"]["tokens_seen"])."""
+    (results["tune"]), the tokens it was fed (results["pretrain"]["tokens_seen"]), its training
+    fingerprint (pretrain.fingerprint.digest), provenance (git commit, dirty tree), the keys its command
+    line set, and whether it collapsed (`collapsed`: run_dir -> why)."""
     rows = []
+    collapsed = collapsed or {}
     for r in runs:
         config = flatten(r.config)
         flat = {k: _show(config, k) for k in config if not _ignored(k, set(axes))}
@@ -126,14 +129,23 @@ def design_frame(runs: list[Run], axes: list[str]) -> pd.DataFrame:
                      "_tune_rule": str(tune.get("rule") or ""),
                      "_tokens": _num_or_nan(pre.get("tokens_seen")),
                      "_tokens_per_step": _num_or_nan(pre.get("tokens_per_step")),
-                     "_tokens_per_step_target": _num_or_nan(plan.get("tokens_per_step_target"))})
+                     "_tokens_per_step_target": _num_or_nan(plan.get("tokens_per_step_target")),
+                     "_fingerprint": str(((pre.get("fingerprint") or {}) if isinstance(pre.get("fingerprint"), dict)
+                                          else {}).get("digest") or ""),
+                     "_commit": str((r.data.get("environment") or {}).get("git_commit") or ""),
+                     "_dirty": bool((r.data.get("environment") or {}).get("git_dirty")),
+                     "_overrides": ",".join(sorted(override_keys(r.data))),
+                     "_collapsed": collapsed.get(r.run_dir, "")})
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=["run_dir", *AXES, "seed", LR_KEY, "_lr", "_tuned", "_tune_rule", "_tokens",
-                                     "_tokens_per_step", "_tokens_per_step_target"])
+        return pd.DataFrame(columns=["run_dir", *AXES, "seed", LR_KEY, *DESIGN_EXTRA])
     key_cols = [c for c in df.columns if c not in ("run_dir", "seed") and not c.startswith("_")]
     df[key_cols] = df[key_cols].fillna("<missing>").astype(str)
     return df
+
+
+DESIGN_EXTRA = ["_lr", "_tuned", "_tune_rule", "_tokens", "_tokens_per_step", "_tokens_per_step_target",
+                "_fingerprint", "_commit", "_dirty", "_overrides", "_collapsed"]
 
 
 def _num_or_nan(v: Any) -> float:
@@ -243,10 +255,30 @@ def comparison_context(design: pd.DataFrame, axis: str, arm: str, base: str) -> 
     det = set(determined_keys(design, axis))
     also = [f"{k}: {vb} -> {va}" + ("" if k in det else " (varies within arm)")
             for k, vb, va in diffs if k != LR_KEY]
-    # Another axis set with this one (format sets nsp) is the design; a plain config key that differs
-    # between the compared arms is a confound (an LR is handled above, as tuned or not).
-    flags += [f"config differs: {k} {vb} -> {va}" for k, vb, va in diffs if k != LR_KEY and k not in AXES]
+    # Another axis set with this one (format sets nsp) is the design; another axis that varies within an
+    # arm (nsp on/off pools formats) confounds it; a key of the axis's own group is the axis's when its
+    # preset sets it (masking.dupe_factor) and a confound when a command line did (masking.mask_prob=0.4);
+    # any other config key that differs is a confound (an LR is handled above, as tuned or not).
+    overridden = set().union(*(set(o.split(",")) - {""} for o in pd.concat([a, b])["_overrides"]))
+    confounds = [k for k, _, _ in diffs if k in AXES and k not in det]
+    for k, vb, va in diffs:
+        if k == LR_KEY or k in AXES:
+            continue
+        if k.startswith(axis + ".") and k in det and k not in overridden:
+            continue  # the axis's own preset sets it: part of the compared arm
+        flags.append(f"config differs: {k} {vb} -> {va}" + (" (set on the command line)" if k in overridden else ""))
+    flags = [f"confounded by {', '.join(confounds)}"] * bool(confounds) + flags
+    commits = (set(a["_commit"]) - {""}, set(b["_commit"]) - {""})
+    if commits[0] and commits[1] and commits[0] != commits[1]:
+        flags.append(f"code differs: git commit {'/'.join(sorted(c[:7] for c in commits[1]))} -> "
+                     f"{'/'.join(sorted(c[:7] for c in commits[0]))}")
+    fa, fb = set(a["_fingerprint"]), set(b["_fingerprint"])
+    identical = bool(len(a) and len(b) and "" not in fa | fb and fa == fb)
+    ca, cb = int((a["_collapsed"] != "").sum()), int((b["_collapsed"] != "").sum())
+    collapsed = "; ".join(f"{name}: {k} of {len(d)} runs collapsed" for name, k, d in
+                          ((base, cb, b), (arm, ca, a)) if k)
     return {"tokens_arm": ta, "tokens_base": tb, "tokens_rel": ta / tb - 1 if tb else np.nan,
+            "confounded_by": ", ".join(confounds), "identical_training": identical, "collapsed": collapsed,
             "lr_arm": "/".join(sorted(set(a[LR_KEY]))), "lr_base": "/".join(sorted(set(b[LR_KEY]))),
             "lr_tuned": tuned, "lr_note": lr_note, "also_differs": "; ".join(also), "flags": "; ".join(flags)}
 
@@ -296,6 +328,8 @@ def design_from_tidy(tidy: pd.DataFrame) -> pd.DataFrame:
     d = tidy.drop_duplicates("run_dir")[["run_dir", *AXES, "seed"]].copy()
     d[LR_KEY], d["_lr"], d["_tuned"], d["_tune_rule"] = "<missing>", np.nan, False, ""
     d["_tokens"] = d["_tokens_per_step"] = d["_tokens_per_step_target"] = np.nan
+    d["_fingerprint"] = d["_commit"] = d["_overrides"] = d["_collapsed"] = ""
+    d["_dirty"] = False
     return d.reset_index(drop=True)
 
 
@@ -311,9 +345,19 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _ignored(key: str, swept: set[str]) -> bool:
+    """Keys that differ by design: seeds, paths, the swept axes' own choice (`masking.name`, `nsp`; the
+    axis columns carry them). Every other key of a swept group counts (`masking.mask_prob` can differ
+    inside the compared axis's group: determined by the axis when its preset sets it, a confound when
+    an override does: `axis_group_design`)."""
     parts = key.split(".")
     prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-    return bool(prefixes & (IGNORED_CONFIG_KEYS | swept)) or parts[-1] in IGNORED_LEAVES
+    return (bool(prefixes & IGNORED_CONFIG_KEYS) or key in swept or key in {f"{a}.name" for a in swept}
+            or parts[-1] in IGNORED_LEAVES)
+
+
+def override_keys(data: dict) -> set[str]:
+    """The config keys a run's command line set (results["overrides"]), `+`/`~`/`++` stripped."""
+    return {str(o).split("=", 1)[0].lstrip("+~") for o in data.get("overrides") or [] if "=" in str(o)}
 
 
 def _show(flat: dict, key: str) -> str:
@@ -330,7 +374,8 @@ def off_axis_table(runs: list[Run], axes: list[str]) -> pd.DataFrame:
     travels with that axis: a derived setting or a confound); `within_arm` is True when runs with
     identical axis values differ (an unplanned difference inside one arm)."""
     flat = [flatten(r.config) for r in runs]
-    keys = sorted({k for f in flat for k in f if not _ignored(k, set(axes))})
+    in_group = lambda k: any(k.startswith(a + ".") for a in axes)  # a swept group's keys: its own section
+    keys = sorted({k for f in flat for k in f if not _ignored(k, set(axes)) and not in_group(k)})
     rows = []
     for key in keys:
         vals = [_show(f, key) for f in flat]

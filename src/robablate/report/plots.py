@@ -115,7 +115,10 @@ def plot_mlm_curve(report, axis: str) -> Figure | None:
             grid, ys = _curves(h if axis not in h.columns else h[h[axis] == arm], metric)
             if not grid.size:
                 continue
-            ax.plot(grid, ys.mean(0), color=f"C{j}", label=f"{arm} (n={len(ys)})")
+            coll = set(h.loc[h[axis] == arm, "run_dir"]) & set(report.collapsed) if axis in h.columns else set()
+            tag = f", {len(coll)} collapsed" if coll else ""
+            ax.plot(grid, ys.mean(0), color=f"C{j}", label=f"{arm} (n={len(ys)}{tag})",
+                    ls="--" if coll else "-")
             if len(ys) > 1:
                 ax.fill_between(grid, ys.min(0), ys.max(0), color=f"C{j}", alpha=0.2, lw=0)
         ax.set_xlabel("tokens seen")
@@ -182,6 +185,8 @@ def effect_readouts(paired: pd.DataFrame) -> list[tuple[str, str]]:
 def _arm_label(arm: str, row: pd.Series) -> str:
     if not isinstance(row.get("method"), str):
         return arm
+    if isinstance(row.get("collapsed"), str) and row["collapsed"]:
+        arm += " [COLLAPSED]"
     n = f"{row['n_pairs']} pairs" if row["n_pairs"] >= 2 else f"{row['n_arm']} vs {row['n_base']} runs"
     return f"{arm}\n({row['method'].split(' over ')[0]}, {n})"
 
@@ -209,7 +214,7 @@ def plot_effects(report, axis: str) -> Figure | None:
                 continue
             lo, hi = r["diff_ci_low"], r["diff_ci_high"]
             err = np.array([[r["diff_mean"] - lo], [hi - r["diff_mean"]]]) if np.isfinite(lo) else None
-            flagged = isinstance(r.get("flags"), str) and bool(r["flags"])
+            flagged = any(isinstance(r.get(k), str) and bool(r[k]) for k in ("flags", "collapsed"))
             ax.errorbar(r["diff_mean"], yi, xerr=err, fmt="o", color="C3" if flagged else "C0", capsize=4)
         ax.axvline(0, color="k", lw=1)
         ax.set_yticks(y, [_arm_label(a, rows.loc[a]) for a in arms], fontsize="small")
@@ -221,7 +226,7 @@ def plot_effects(report, axis: str) -> Figure | None:
         if i == 0:
             ax.legend(fontsize="x-small", loc="best")
     fig.suptitle(f"Effects by {_axis_label(report, axis)}: point = mean difference, bar = 95% CI, "
-                 "grey = MDE, red = flagged (tokens/LR)", fontsize="small")
+                 "grey = MDE, red = flagged (tokens/LR/config/confound/collapsed)", fontsize="small")
     return fig
 
 

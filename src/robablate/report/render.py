@@ -24,13 +24,20 @@ METHOD = (
     "and the keys it determines (each arm has one value of the key, e.g. format determines nsp); a per-arm "
     "tuned LR is part of the arm. With >= 2 pairs: paired t CI and p (df = pairs - 1); otherwise Welch's t "
     "(Welch-Satterthwaite df) over runs, and `pairing` says why nothing paired. No bootstrap: with 3-10 runs "
-    "percentile and BCa intervals under-cover (simulated in tests/test_stats_calibration.py). `p holm` = "
-    "Holm-adjusted over an axis's rows. `MDE` = the smallest true difference the same test detects with 80% "
-    "power at two-sided alpha 0.05 with these runs (noncentral t; SD of the paired differences, or the "
-    "pooled SD); `runs to detect` = pairs (paired) or runs per arm (Welch) needed for the observed "
+    "percentile and BCa intervals under-cover (simulated in tests/test_stats_calibration.py). `p (Holm, "
+    "primary)` = Holm-adjusted over the primary family, fixed by the design (config `report.primary`, "
+    "default val_mlm_loss and BLiMP overall) x the comparisons of an axis, whatever else is printed; every "
+    "other row is exploratory (unadjusted p only; throughput and perplexity are never primary). `MDE` = the "
+    "smallest true difference the same test detects with 80% power at two-sided alpha 0.05 with these runs "
+    "(paired: noncentral t with the SD of the paired differences; Welch: simulated Welch test with each "
+    "arm's SD); `runs to detect` = pairs (paired) or runs per arm (Welch) needed for the observed "
     "difference at that power. Flags: tokens seen (non-padding input tokens fed in pretraining, special "
     "tokens included) differing by > 2% between the arms, and a peak LR that differs without per-arm "
-    "tuning. Task scores are fractions in [0, 1]; a task's score is the mean of its metrics."
+    "tuning, another axis that varies within an arm (`confounded by`), a config key set differently on the "
+    "command line, different git commits. A run that never left the one-token solution is `collapsed` "
+    "(robablate/collapse.py states the rule) and no verdict is drawn from a comparison with it; arms "
+    "with equal training fingerprints are `identical training`. Task scores are fractions in [0, 1]; a "
+    "task's score is the mean of its metrics."
 )
 
 
@@ -70,6 +77,8 @@ def summary_display(summary: pd.DataFrame) -> pd.DataFrame:
         "median": s["median"].map(fmt),
         "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(s["ci_low"], s["ci_high"])],
         "ci method": s["ci_method"], "run median": s["run_median_mean"].map(fmt),
+        "collapsed": [f"{int(c)} of {n}" if c else "" for c, n in zip(s["collapsed_runs"].fillna(0), s["n_runs"])]
+        if "collapsed_runs" in s else "",
     })
 
 
@@ -92,7 +101,9 @@ def paired_display(paired: pd.DataFrame, base_col: str = "baseline") -> pd.DataF
         "arm - base": p["arm"] + " - " + base, "task": p["task"], "metric": p["metric"],
         "n": [_n(r) for _, r in p.iterrows()], "diff": p["diff_mean"].map(fmt),
         "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(p["diff_ci_low"], p["diff_ci_high"])],
-        "method": p["method"], "p": p["p_value"].map(fmt), "p holm": p["p_holm"].map(fmt),
+        "method": p["method"], "p": p["p_value"].map(fmt),
+        "p (Holm, primary)": [fmt(h) if f == "primary" else "exploratory" for h, f in zip(p["p_holm"], p["family"])]
+        if "family" in p else p["p_holm"].map(fmt),
         "MDE (80%)": p["mde"].map(fmt), "runs to detect": p["runs_needed"].map(_runs_needed),
         "verdict": p["verdict"], "pairing": p["pairing"],
     })
@@ -138,6 +149,38 @@ def effects_display(report, axis: str) -> pd.DataFrame:
     return paired_display(p[keep])
 
 
+def blocked_display(blocked: pd.DataFrame) -> pd.DataFrame:
+    b = blocked
+    return pd.DataFrame({
+        "arm - base": b["arm"] + " - " + b["baseline"], "confounded by": b["confounded_by"],
+        "reading": b["reading"], "task": b["task"], "metric": b["metric"],
+        "n": [_n(r) for _, r in b.iterrows()], "diff": b["diff_mean"].map(fmt),
+        "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(b["diff_ci_low"], b["diff_ci_high"])],
+        "method": b["method"], "p": b["p_value"].map(fmt), "MDE (80%)": b["mde"].map(fmt), "verdict": b["verdict"],
+    })
+
+
+def provenance_lines(report) -> list[str]:
+    """Runs from a dirty tree or from more than one commit: said, since the code is then not one version."""
+    d = report.design
+    if d.empty or "_commit" not in d:
+        return []
+    out = []
+    dirty = int(d["_dirty"].sum())
+    if dirty:
+        out.append(f"- **dirty tree**: {dirty} of {len(d)} runs were made from a git tree with uncommitted "
+                   "changes (environment.git_dirty): their code is not exactly the recorded commit.")
+    commits = d["_commit"].replace("", "<unknown>").value_counts()
+    if len(commits) > 1:
+        out.append("- **different commits**: " + ", ".join(f"{c[:7]} ({n} runs)" for c, n in commits.items()))
+    return out
+
+
+def collapsed_lines(report) -> list[str]:
+    short = short_dirs(report.tidy["run_dir"])
+    return [f"- `{short.get(d, d)}`: {why}" for d, why in sorted(report.collapsed.items())]
+
+
 def variance_display(var: pd.DataFrame) -> pd.DataFrame:
     v = var
     return pd.DataFrame({
@@ -155,6 +198,11 @@ def runs_display(report) -> pd.DataFrame:
     for a in report.axes:
         cols[a] = runs[a]
     cols["seed"] = runs["seed"]
+    cols["collapsed"] = runs["run_dir"].map(lambda d: "collapsed" if d in report.collapsed else "")
+    if not report.design.empty and "_dirty" in report.design:
+        info = report.design.set_index("run_dir")
+        cols["commit"] = runs["run_dir"].map(lambda d: (info.at[d, "_commit"][:7] or "-") +
+                                             (" (dirty)" if info.at[d, "_dirty"] else "") if d in info.index else "-")
     return pd.DataFrame(cols)
 
 
@@ -201,6 +249,13 @@ def markdown(report, plots: dict[str, list[str]]) -> str:
         for axis, pngs in effects:
             out += [f"### {axis} (baseline {report.baselines[axis]})", ""] + [f"![{p}]({p})" for p in pngs] + [""]
             out += [md_table(effects_display(report, axis)), ""] + _flag_lines(report, axis) + [""]
+    if report.collapsed:
+        out += ["## Collapsed runs", "",
+                "These runs never left the one-token solution (they predict one token at every masked position); "
+                "they have not tested their arm, and no verdict is drawn from a comparison with them.", ""]
+        out += collapsed_lines(report) + [""]
+    if prov := provenance_lines(report):
+        out += ["## Provenance", ""] + prov + [""]
     out += ["## Runs", "", md_table(runs_display(report)), ""]
     if report.problems:
         out += ["## Failed, unfinished or skipped", "", md_table(pd.DataFrame(report.problems)), ""]
@@ -223,6 +278,13 @@ def markdown(report, plots: dict[str, list[str]]) -> str:
         if not paired.empty:
             out += ["### Difference to the baseline", "", md_table(paired_display(paired)), "",
                     "### What else differs between the compared arms", "", md_table(context_display(paired)), ""]
+        blocked = report.blocked[report.blocked["axis"] == axis] if not report.blocked.empty else report.blocked
+        if not blocked.empty:
+            out += ["### Confounded comparisons, read within the other axis", "",
+                    "The arms also differ in another axis, so the pooled row above is that axis's effect too. "
+                    "The readings below keep it fixed where the design allows (matched subset), else compare "
+                    "the arm with each single value of the baseline's, paired by seed (primary read-outs).",
+                    "", md_table(blocked_display(blocked)), ""]
         gain = report.gain[report.gain["axis"] == axis] if not report.gain.empty else report.gain
         if not gain.empty:
             out += ["### Gain over the random-init control", "",
@@ -275,6 +337,9 @@ def terminal(report) -> str:
         out += ["Failed, unfinished or skipped:", text_table(pd.DataFrame(report.problems)), ""]
     if not report.off_axis.empty:
         out += ["WARNING: config differences that are not a swept axis:", text_table(report.off_axis), ""]
+    if report.collapsed:
+        out += ["COLLAPSED runs (no verdict drawn from them):"] + collapsed_lines(report) + [""]
+    out += provenance_lines(report)
     for axis, title, summ, paired in axis_sections(report):
         out += [f"== {title.replace('`', '')} ==", note, text_table(summary_display(summ)), ""]
         if not paired.empty:

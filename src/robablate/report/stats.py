@@ -13,7 +13,9 @@ there are only 10 distinct resamples, and the percentile interval of the differe
 the report uses no bootstrap. `percentile_bootstrap_ci` stays here, documented as miscalibrated, as
 the reference the calibration test shows failing.
 
-Power (minimal detectable effect, runs needed) uses the noncentral t distribution of the same tests.
+Power (minimal detectable effect, runs needed) is that of the test actually run: the noncentral t for
+the paired test; for Welch rows a simulation of the Welch test itself (its df are estimated from the
+data; the noncentral t with pooled df overstates power, 0.70 instead of 0.80 at 3 vs 3 runs).
 """
 
 from __future__ import annotations
@@ -203,6 +205,43 @@ def mde_unpaired(sd: float, n_a: int, n_b: int, power: float = POWER, alpha: flo
     return _ncp_for_power(float(n_a + n_b - 2), power, alpha) * sd * math.sqrt(1 / n_a + 1 / n_b)
 
 
+WELCH_SIMS = 20_000  # simulated Welch tests per power evaluation (SE of a power of 0.8: 0.003)
+
+
+@functools.lru_cache(maxsize=64)
+def _welch_draws(n_a: int, n_b: int, n_sim: int = WELCH_SIMS, seed: int = 0):
+    """Standard draws of the Welch test's ingredients: mean-difference noise and the two chi-square
+    variance factors (common random numbers: the simulated power is a smooth, repeatable function)."""
+    rng = np.random.default_rng([seed, n_a, n_b])
+    return (rng.standard_normal(n_sim), rng.chisquare(n_a - 1, n_sim) / (n_a - 1),
+            rng.chisquare(n_b - 1, n_sim) / (n_b - 1))
+
+
+def welch_power(effect: float, sd_a: float, sd_b: float, n_a: int, n_b: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided Welch t-test (estimated Welch-Satterthwaite df, as the report runs it) for
+    normal samples with true SDs sd_a, sd_b, by simulation. The noncentral t with pooled df = n_a + n_b - 2
+    overstates it: 0.70 instead of 0.80 at 3 vs 3 runs (the estimated df is usually below 4)."""
+    z, ca, cb = _welch_draws(int(n_a), int(n_b))
+    va, vb = sd_a ** 2 * ca, sd_b ** 2 * cb
+    diff = effect + math.sqrt(sd_a ** 2 / n_a + sd_b ** 2 / n_b) * z
+    se = np.sqrt(va / n_a + vb / n_b)
+    t = np.abs(diff) / se
+    return float((stats.t.sf(t, welch_df(va, n_a, vb, n_b)) < alpha / 2).mean())
+
+
+def mde_welch(sd_a: float, sd_b: float, n_a: int, n_b: int, power: float = POWER, alpha: float = ALPHA) -> float:
+    """Smallest true difference the Welch test detects with `power`, taking the arms' SDs as the truth;
+    nan with < 2 runs per side or no spread."""
+    if n_a < 2 or n_b < 2 or not (np.isfinite(sd_a) and np.isfinite(sd_b)) or sd_a + sd_b == 0:
+        return float("nan")
+    se = math.sqrt(sd_a ** 2 / n_a + sd_b ** 2 / n_b)
+    hi = 4 * se
+    while welch_power(hi, sd_a, sd_b, n_a, n_b, alpha) < power:
+        hi *= 2
+    return float(optimize.brentq(lambda e: welch_power(e, sd_a, sd_b, n_a, n_b, alpha) - power, 0.0, hi,
+                                 xtol=1e-6 * se))
+
+
 def runs_to_detect(effect: float, sd: float, paired: bool, power: float = POWER,
                    alpha: float = ALPHA) -> float:
     """Runs needed to detect `effect` with `power`: pairs (paired) or runs per arm (unpaired,
@@ -214,6 +253,8 @@ def runs_to_detect(effect: float, sd: float, paired: bool, power: float = POWER,
         return 2.0
 
     def pw(n: int) -> float:
+        if not paired and n <= 50:  # Welch: its estimated df matter at small n (welch_power)
+            return welch_power(abs(effect), sd, sd, n, n, alpha)
         se = sd / math.sqrt(n) if paired else sd * math.sqrt(2 / n)
         return t_power(abs(effect) / se, n - 1 if paired else 2 * n - 2, alpha)
 

@@ -44,11 +44,14 @@ def _arm_rows(frame: pd.DataFrame, axis: str | None, arm: str) -> pd.DataFrame:
 
 
 def summary_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
-                  metrics=DEFAULT_METRICS, sizes=None, control: pd.DataFrame | None = None) -> pd.DataFrame:
+                  metrics=DEFAULT_METRICS, sizes=None, control: pd.DataFrame | None = None,
+                  collapsed: dict[str, str] | None = None) -> pd.DataFrame:
     """Per axis, arm, task and metric: n, mean, std, median, the 95% CI of the mean (Student t over
     the run means, `ci_method` says so) and `run_median_mean` = mean over runs of each run's median
     over fine-tuning seeds. Random-init control runs (`control`, a tidy frame) add one row per
-    axis, task and metric with arm CONTROL_ARM."""
+    axis, task and metric with arm CONTROL_ARM. `collapsed_runs` counts the arm's runs in `collapsed`
+    (run_dir -> why: they never left the one-token solution, robablate/collapse.py)."""
+    collapsed = collapsed or {}
     data = _select(tidy, metrics)
     ctrl = _select(control, metrics) if control is not None and not control.empty else None
     rows = []
@@ -65,10 +68,13 @@ def summary_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str]
                 if ctrl is not None:
                     cells.append((CONTROL_ARM, ctrl[(ctrl["task"] == task) & (ctrl["metric"] == metric)]))
                 for arm, sub in cells:
+                    if sub.empty:
+                        continue  # a metric this arm cannot have (val_nsp_acc without NSP)
+                    n_coll = sum(d in collapsed for d in sub["run_dir"].unique())
                     rows.append({"axis": axis or NO_AXIS, "arm": arm, "baseline": arm == baselines.get(axis),
-                                 "task": task, "metric": metric, **_describe(sub)})
+                                 "task": task, "metric": metric, **_describe(sub), "collapsed_runs": n_coll})
     cols = ["axis", "arm", "baseline", "task", "metric", "n_runs", "n_values", "mean", "std", "median",
-            "ci_low", "ci_high", "ci_method", "run_median_mean"]
+            "ci_low", "ci_high", "ci_method", "run_median_mean", "collapsed_runs"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -89,15 +95,60 @@ def _describe(sub: pd.DataFrame) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ compare
 
 
-def with_holm(axis_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of one axis with p_holm: p adjusted over all of them (Holm 1979)."""
-    for r, p in zip(axis_rows, stats.holm([r["p_value"] for r in axis_rows])):
+# The primary read-outs of a comparison, fixed by the design (config key `report.primary`, conf/config.yaml)
+# before the results exist: Holm runs over exactly these x the comparisons of an axis, whatever the
+# report prints. Names: a pretraining metric (val_mlm_loss, ...), `blimp` (BLiMP overall), `glue` (every
+# GLUE score row) or a fine-tuning task (its score). Throughput and perplexity (a monotone transform of
+# the loss) are never in the family.
+DEFAULT_PRIMARY = ("val_mlm_loss", "blimp")
+NEVER_PRIMARY = {"tokens_per_s", "val_mlm_ppl"}
+
+
+def is_primary(task: str, metric: str, primary=DEFAULT_PRIMARY) -> bool:
+    names = set(primary) - NEVER_PRIMARY
+    if task == PRETRAIN_TASK:
+        return metric in names
+    if task == BLIMP_TASK:
+        return metric == BLIMP_METRIC and "blimp" in names
+    if is_glue_task(task):
+        return metric == "score" and "glue" in names
+    return metric == "score" and task in names
+
+
+def primary_metrics(primary=DEFAULT_PRIMARY) -> set[str]:
+    """The tidy metrics a primary family needs (computed whatever --metric prints)."""
+    names = set(primary) - NEVER_PRIMARY
+    pre = names & {"val_mlm_loss", "val_mlm_acc", "val_nsp_acc"}
+    return pre | ({BLIMP_METRIC} if "blimp" in names else set()) | ({"score"} if names - pre - {"blimp"} else set())
+
+
+def with_holm(axis_rows: list[dict[str, Any]], primary=DEFAULT_PRIMARY) -> list[dict[str, Any]]:
+    """The rows of one axis with p_holm: p adjusted (Holm 1979) over the primary rows only (`family`:
+    primary); every other row is exploratory, with its unadjusted p and no p_holm."""
+    prim = [r for r in axis_rows if is_primary(r["task"], r["metric"], primary)]
+    for r, p in zip(prim, stats.holm([r["p_value"] for r in prim])):
         r["p_holm"] = p
+    for r in axis_rows:
+        r["family"] = "primary" if is_primary(r["task"], r["metric"], primary) else "exploratory"
+        r.setdefault("p_holm", np.nan)
     return axis_rows
 
 
+def draw_verdict(row: dict[str, Any]) -> str:
+    """A row's verdict once the design is known: no verdict between identical trainings or on a collapsed
+    arm, and a confound named in it."""
+    if row.get("identical_training"):
+        return "identical training (equal pretrain.fingerprint): no verdict"
+    if row.get("collapsed"):
+        return f"collapsed arm ({row['collapsed']}): no verdict"
+    if row.get("confounded_by"):
+        return f"{row['verdict']}; confounded by {row['confounded_by']}"
+    return row["verdict"]
+
+
 def paired_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
-                 metrics=DEFAULT_METRICS, sizes=None, design: pd.DataFrame | None = None) -> pd.DataFrame:
+                 metrics=DEFAULT_METRICS, sizes=None, design: pd.DataFrame | None = None,
+                 primary=DEFAULT_PRIMARY) -> pd.DataFrame:
     """Each non-baseline arm minus the baseline arm, per task and metric.
 
     Runs pair when they share the pretraining seed and every design key other than the axis and the
@@ -106,9 +157,11 @@ def paired_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
     each arm has one run, which then tests fine-tuning noise only), and `pairing` says why nothing
     paired. Each row carries its power (MDE at 80%, runs needed for the observed difference) and
     what else differs between the arms (tokens, LR, other keys: `flags`, `also_differs`).
-    p_holm adjusts p over all rows of one axis.
+    p_holm adjusts p over the primary rows of one axis (`primary`, the design's family: the same
+    whatever `metrics` prints); a collapsed arm, identical trainings or a confound set the verdict.
     """
-    data = _select(tidy, metrics)
+    shown = list(metrics)
+    data = _select(tidy, set(shown) | primary_metrics(primary))
     runs = run_level(data)
     if design is None:
         design = design_from_tidy(tidy)
@@ -121,20 +174,29 @@ def paired_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
         unpaired = {arm: why_unpaired(design, axis, arm, base) for arm in arms}
         axis_rows = []
         for task in task_order(data["task"].unique()):
-            for metric in [m for m in metrics if m in set(runs.loc[runs["task"] == task, "metric"])]:
+            present = set(runs.loc[runs["task"] == task, "metric"])
+            for metric in [m for m in dict.fromkeys([*shown, *sorted(primary_metrics(primary))]) if m in present]:
+                if metric not in shown and not is_primary(task, metric, primary):
+                    continue
                 rl = runs[(runs["task"] == task) & (runs["metric"] == metric)]
                 raw = data[(data["task"] == task) & (data["metric"] == metric)]
                 for arm in arms:
+                    if not ((rl[axis] == arm).any() and (rl[axis] == base).any()):
+                        continue  # a metric one arm cannot have (val_nsp_acc without NSP): no row
                     axis_rows.append({"axis": axis, "arm": arm, "baseline": base, "task": task, "metric": metric,
                                       **compare(rl, raw, axis, arm, base, ids, unpaired[arm]), **context[arm]})
-        rows.extend(with_holm(axis_rows))
+        for r in with_holm(axis_rows, primary):
+            r["verdict"] = draw_verdict(r)
+            if r["metric"] in shown:
+                rows.append(r)
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
 PAIRED_COLUMNS = ["axis", "arm", "baseline", "task", "metric", "n_arm", "n_base", "n_pairs", "pairing",
-                  "method", "diff_mean", "diff_ci_low", "diff_ci_high", "df", "p_value", "p_holm", "sd",
-                  "mde", "runs_needed", "verdict", "tokens_arm", "tokens_base", "tokens_rel", "lr_arm",
-                  "lr_base", "lr_tuned", "lr_note", "also_differs", "flags"]
+                  "method", "diff_mean", "diff_ci_low", "diff_ci_high", "df", "p_value", "family", "p_holm", "sd",
+                  "mde", "runs_needed", "verdict", "collapsed", "identical_training", "confounded_by",
+                  "tokens_arm", "tokens_base", "tokens_rel", "lr_arm", "lr_base", "lr_tuned", "lr_note",
+                  "also_differs", "flags"]
 
 
 def compare(rl: pd.DataFrame, raw: pd.DataFrame, col: str, arm: str, base: str, ids: pd.Series | None,
@@ -173,8 +235,10 @@ def compare(rl: pd.DataFrame, raw: pd.DataFrame, col: str, arm: str, base: str, 
             diff = 0.0
         lo, hi, df = stats.welch_ci(xa, xb)
         sd = stats.pooled_sd(xa, xb)
+        mde = stats.mde_welch(float(xa.std(ddof=1)), float(xb.std(ddof=1)), len(xa), len(xb)) \
+            if len(xa) >= 2 and len(xb) >= 2 else np.nan
         out.update(pairing=pairing, method=method, diff_mean=diff, diff_ci_low=lo, diff_ci_high=hi, df=df,
-                   p_value=stats.welch_test(xa, xb), sd=sd, mde=stats.mde_unpaired(sd, len(xa), len(xb)),
+                   p_value=stats.welch_test(xa, xb), sd=sd, mde=mde,
                    runs_needed=stats.runs_to_detect(diff, sd, paired=False))
     out["verdict"] = verdict(out["diff_ci_low"], out["diff_ci_high"], out["mde"], out["sd"])
     return out
@@ -192,12 +256,14 @@ def verdict(lo: float, hi: float, mde: float, sd: float = np.nan) -> str:
 
 
 def gain_table(tidy: pd.DataFrame, control: pd.DataFrame, axes: list[str], baselines: dict[str, str],
-               metrics=DEFAULT_METRICS, sizes=None) -> pd.DataFrame:
+               metrics=DEFAULT_METRICS, sizes=None, primary=DEFAULT_PRIMARY) -> pd.DataFrame:
     """Each arm minus the random-init control, per task and metric: paired by pretraining seed
     when >= 2 seeds are shared (the control has no pretraining, so nothing else can pair), else
     Welch over runs. Empty without control runs."""
     if control is None or control.empty:
         return pd.DataFrame(columns=GAIN_COLUMNS)
+    shown = list(metrics)
+    metrics = list(dict.fromkeys([*shown, *sorted(primary_metrics(primary))]))
     both = pd.concat([_select(tidy, metrics).assign(_arm=None), _select(control, metrics).assign(_arm=CONTROL_ARM)])
     rows = []
     for axis in axes or [None]:
@@ -213,17 +279,21 @@ def gain_table(tidy: pd.DataFrame, control: pd.DataFrame, axes: list[str], basel
             for metric in [m for m in metrics if m in set(runs.loc[(runs["task"] == task) & (runs["_arm"] == CONTROL_ARM), "metric"])]:
                 rl = runs[(runs["task"] == task) & (runs["metric"] == metric)]
                 raw = both[(both["task"] == task) & (both["metric"] == metric)]
+                if metric not in shown and not is_primary(task, metric, primary):
+                    continue
                 for arm in ordered_arms(axis, tidy, baselines, sizes):
+                    if not (rl["_arm"] == arm).any():
+                        continue
                     shared = set(rl.loc[rl["_arm"] == arm, "seed"]) & set(rl.loc[rl["_arm"] == CONTROL_ARM, "seed"])
                     why = "no shared seeds" if not shared else "fewer than 2 shared seeds"
                     axis_rows.append({"axis": axis or NO_AXIS, "arm": arm, "task": task, "metric": metric,
                                       **compare(rl, raw, "_arm", arm, CONTROL_ARM, ids, why)})
-        rows.extend(with_holm(axis_rows))
+        rows.extend(r for r in with_holm(axis_rows, primary) if r["metric"] in shown)
     return pd.DataFrame(rows, columns=GAIN_COLUMNS)
 
 
 GAIN_COLUMNS = ["axis", "arm", "task", "metric", "n_arm", "n_base", "n_pairs", "pairing", "method", "diff_mean",
-                "diff_ci_low", "diff_ci_high", "df", "p_value", "p_holm", "sd", "mde", "runs_needed", "verdict"]
+                "diff_ci_low", "diff_ci_high", "df", "p_value", "family", "p_holm", "sd", "mde", "runs_needed", "verdict"]
 
 
 def cell_label(row, axes: list[str]) -> str:
