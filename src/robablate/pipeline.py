@@ -31,6 +31,20 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     raise ConfigError("Invalid config `run_dir`: no output folder; set run_dir=DIR (needed outside `python run.py`).")
 
 
+def writable_dir(run_dir: Path) -> Path:
+    """Create run_dir and prove it takes a file, before any compute (an unwritable folder such as
+    run_dir=/proc/x otherwise fails after tokenizing with a traceback)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".robablate_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"Invalid config `run_dir`: cannot write to {run_dir} ({e.strerror or e}); "
+                          "expected a folder this user can create and write.") from None
+    return run_dir
+
+
 def overrides_of(cfg: DictConfig) -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
@@ -91,8 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     plan: Plan = validate(cfg)  # bad configs stop here, before any compute
     check_arguments(cfg, overrides_of(cfg), plan.total_steps, sweep=is_sweep())  # typed but moot
     tasks = check_glue(cfg)
-    run_dir = resolve_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = writable_dir(resolve_run_dir(cfg))
     results_path = run_dir / "results.json"
     stage = cfg.get("stage", "all")
     if stage not in ("all", "pretrain", "finetune"):

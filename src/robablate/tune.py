@@ -36,7 +36,8 @@ TUNE_VERSION = 1  # bump when pilots or the rule change: old choices are then no
 # uses one LR), where and how it runs and logs, and the read-outs after pretraining.
 NOT_ARM_KEYS = ("seed", "batch.lr", "optimizer.lr", "run_dir", "resume", "stage", "experiment_name",
                 "cache_dir", "trainer", "logger", "hydra", "glue", "eval", "model.init", "train.stop_at_step",
-                "train.num_workers", "train.compile", "train.checkpoint_every_steps", "train.val_every_steps")
+                "train.num_workers", "train.compile", "train.checkpoint_every_steps", "train.val_every_steps",
+                "report")
 
 
 def selection_rule(tokens: int, seed: int) -> str:
