@@ -185,3 +185,17 @@ def test_equal_fingerprints_are_identical_training_and_get_no_verdict(tmp_path):
               pretrain={"fingerprint": {"digest": "other"}, "val_mlm_loss": 4.9})
     rep = load_report([tmp_path])
     assert not rep.paired["verdict"].str.startswith("identical training").any()
+
+
+def test_end_of_run_summary_names_collapse_and_chance_levels():
+    from robablate.summary import chance_level, format_summary
+
+    assert chance_level("RTE", "acc") == 0.5 and chance_level("CoLA", "mcc") == 0.0
+    assert chance_level("MRPC", "f1") is None
+    res = {"status": "complete", "run_dir": "/x", "axes": {}, "seed": 0, "init": "pretrained",
+           "pretrain": {"val_mlm_loss": 6.4, "val_mlm_ppl": 600, "val_mlm_acc": 0.05, "steps": 62,
+                        "planned_steps": 62, "tokens_seen": 2e6, "train_loss": 6.8,
+                        "collapse": collapse.judge(6.4, 0.05, 6.41, 0.05)},
+           "glue": {"seeds": 1, "tasks": {"RTE": {"median_metrics": {"acc": 0.52}}}}}
+    text = format_summary(res)
+    assert "COLLAPSED" in text and "RTE        acc 0.5200  (chance: acc 0.500)" in text

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
+from robablate.collapse import judge, unigram_baseline
 from robablate.config import Plan
 from robablate.data.pretrain_data import PreparedData
 from robablate.datamodule import PretrainDataModule
@@ -152,6 +154,9 @@ class PretrainModule(pl.LightningModule):
         acc["correct"] += int(out["mlm_correct"])
         acc["nsp_correct"] += int(out["nsp_correct"])
         acc["nsp_count"] += int(out["nsp_count"])
+        if dataloader_idx == 0:  # masked-label histogram: the trivial baselines of collapse.py
+            lab = batch["mlm_labels"][batch["mlm_labels"] >= 0].long().cpu()
+            acc["labels"] = acc.get("labels", 0) + torch.bincount(lab, minlength=self.config.vocab_size)
 
     def on_validation_epoch_end(self) -> None:
         metrics = {}
@@ -335,4 +340,18 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
         "interrupted": bool(run.stop_at_step is not None and trainer.global_step < plan.total_steps),
         "world_size": trainer.world_size, "global_rank": trainer.global_rank, "history": module.history,
     }
+    section["collapse"] = collapse_section(module, data, final)
     return module, section
+
+
+def collapse_section(module: PretrainModule, data: PreparedData, final: dict[str, Any]) -> dict[str, Any] | None:
+    """pretrain.collapse: the run against the unigram and one-token predictors (robablate/collapse.py),
+    fitted on the training instances' token counts and scored on the final validation masks."""
+    labels = (module._val.get(0) or {}).get("labels")
+    if labels is None or final.get("val_mlm_loss") is None:
+        return None
+    counts = np.bincount(data.phases[0].input_ids.ravel(), minlength=module.config.vocab_size).astype(np.float64)
+    counts[data.ids.all()] = 0  # specials are never masked, never a label
+    hist = labels.numpy()
+    base = unigram_baseline(counts, np.repeat(np.arange(hist.size), hist))
+    return judge(final["val_mlm_loss"], final["val_mlm_acc"], base["unigram_loss"], base["unigram_acc"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from robablate.data.glue import TASKS
 from robablate.progress import format_tokens
 
 # Timings keys that are not stages of their own.
@@ -24,6 +25,25 @@ def _axes(results: dict[str, Any]) -> str:
     return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in axes.items())
 
 
+# What a model that learned nothing scores, per metric: a uniform guess over k classes for accuracy,
+# 0 for correlations (Matthews, Pearson, Spearman); F1 depends on the class balance (none given).
+_CHANCE_ZERO = {"mcc", "matthews", "pearson", "spearman"}
+
+
+def chance_level(task: str, metric: str) -> float | None:
+    spec = TASKS.get(task)
+    if metric in _CHANCE_ZERO:
+        return 0.0
+    if metric.startswith("acc") and spec is not None and spec.labels:
+        return 1.0 / len(spec.labels)
+    return None
+
+
+def _chance(task: str, metrics) -> str:
+    levels = [(m, c) for m in metrics if (c := chance_level(task, m)) is not None]
+    return f"  (chance: {', '.join(f'{m} {c:.3f}' for m, c in levels)})" if levels else ""
+
+
 def _glue_lines(glue: dict[str, Any]) -> list[str]:
     tasks = glue.get("tasks") or {}
     if not tasks:
@@ -32,7 +52,7 @@ def _glue_lines(glue: dict[str, Any]) -> list[str]:
     for name, t in tasks.items():
         med = t.get("median_metrics") or {}
         metrics = " / ".join(f"{m} {_num(v)}" for m, v in med.items())
-        lines.append(f"    {name:<10} {metrics}")
+        lines.append(f"    {name:<10} {metrics}{_chance(name, med)}")
     score = glue.get("score") or {}
     # (results key, label, convention, the list of what it averages, how many a complete score has)
     conventions = (("glue", "GLUE score", "GLUE benchmark convention: macro-average of task scores", "tasks", 9),
@@ -69,6 +89,11 @@ def format_summary(results: dict[str, Any]) -> str:
         else:
             lines.append(f"  pretraining   {p.get('steps')}/{p.get('planned_steps')} steps, "
                          f"{format_tokens(p.get('tokens_seen') or 0)} tokens seen, train loss {_num(p.get('train_loss'))}")
+            c = p.get("collapse") or {}
+            if c.get("unigram_loss") is not None:
+                lines.append(f"  baselines     unigram MLM loss {_num(c['unigram_loss'])}, one-token MLM acc "
+                             f"{_num(c.get('unigram_acc'))}: " + (f"COLLAPSED ({c['why']}): this run has not "
+                             "tested its arm" if c.get("collapsed") else "beaten"))
     lines += _glue_lines(results.get("glue") or {})
     blimp = results.get("blimp") or {}
     if blimp.get("overall") is not None:
