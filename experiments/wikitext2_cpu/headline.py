@@ -3,7 +3,8 @@ paired.csv and compute.csv: per arm, validation MLM loss and perplexity (the pri
 scale), BLiMP (overall and per field) when evaluated, the GLUE score (GLUE convention, CoLA + MRPC + RTE) and the synthetic-task
 score, as mean ± std over the pretraining seeds with the Student-t 95% CI over run means; then the
 difference to the baseline arm with its 95% CI, the method and n it rests on (paired t over seeds, or
-Welch), p raw and Holm-adjusted over every comparison of the sweep, the minimal detectable effect at
+Welch), p raw and Holm-adjusted over the primary family (the design's report.primary x the comparisons;
+other rows are exploratory), the minimal detectable effect at
 80% power, the verdict and the flags (tokens seen differing by > 2%, an LR set by the preset); a
 table of tokens seen and peak LR per arm; and, when the sweep holds random-init control runs, each
 arm's gain over the control.
@@ -50,19 +51,22 @@ def headline(report_dir: str | Path) -> str:
     d = Path(report_dir)
     summary, paired = pd.read_csv(d / "summary.csv"), pd.read_csv(d / "paired.csv")
     lines = ["| read-out | arm | runs | mean ± std | 95% CI (t) | arm - baseline [95% CI] | method, n | p | "
-             "p (Holm) | MDE (80%) | verdict | flags |",
+             "p (Holm, primary) | MDE (80%) | verdict | flags |",
              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---|"]
     for task, metric, label in ROWS:
         rows = summary[(summary.task == task) & (summary.metric == metric)]
         for r in rows.itertuples():
             base = " (baseline)" if r.baseline else ""
+            if getattr(r, "collapsed_runs", 0) and r.collapsed_runs > 0:  # robablate/collapse.py
+                base += f" **collapsed: {int(r.collapsed_runs)} of {r.n_runs} runs**"
             p = paired[(paired.task == task) & (paired.metric == metric) & (paired.arm == r.arm)
                        & (paired.axis == r.axis)]
             cells = [""] * 7
             if len(p):
                 q = p.iloc[0]
                 cells = [f"{_f(q.diff_mean)} [{_f(q.diff_ci_low)}, {_f(q.diff_ci_high)}]", f"{q.method}, {_n(q)}",
-                         _p(q.p_value), _p(q.p_holm), _f(q.mde), q.verdict,
+                         _p(q.p_value), _p(q.p_holm) if getattr(q, "family", "primary") == "primary" else "exploratory",
+                         _f(q.mde), q.verdict,
                          "" if pd.isna(q["flags"]) else str(q["flags"])]
             lines.append(f"| {label} | {r.arm}{base} | {r.n_runs} | {_f(r.mean)} ± {_f(r.std)} | "
                          f"[{_f(r.ci_low)}, {_f(r.ci_high)}] | " + " | ".join(cells) + " |")

@@ -8,6 +8,13 @@ set -euo pipefail
 OUT=${1:-outputs/wikitext2_cpu_v2}
 TABLES=${2:-1 2 3}
 HERE=experiments/wikitext2_cpu_v2
+# Every results.json records the commit it ran at; uncommitted changes make that record incomplete
+# (study v2's committed runs say git_dirty: true). Refuse unless told: ALLOW_DIRTY=1 bash ... .
+if [ -z "${ALLOW_DIRTY:-}" ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+  echo "run_all.sh: the git tree has uncommitted changes (git status); commit them so every results.json" \
+       "names the code it ran, or set ALLOW_DIRTY=1 to run anyway (the runs then record git_dirty: true)." >&2
+  exit 2
+fi
 mkdir -p "$OUT"
 
 sweep() {  # sweep <label> <dir> <overrides...>: one multirun, timed by bash's `time`

@@ -1,13 +1,17 @@
 """The verdict table of the WikiText-2 study v2 (README.md here): per compared arm and primary read-out
-(validation MLM loss, BLiMP overall), the paper's direction, this run's, the 95% CI, the test and n,
-the tokens seen and peak LRs of the two arms (what else differs, next to the verdict), the MDE, p Holm-adjusted over the primary rows of the table, and a one-line verdict:
+(validation MLM loss, BLiMP overall: the design's `report.primary`, the report's Holm family, so the
+report's table and this one carry the same p (Holm, primary)), the paper's direction, this run's, the 95%
+CI, the test and n, the tokens seen and peak LRs of the two arms, the MDE, and a one-line verdict:
 
+- "collapsed arm": an arm's runs never left the one-token solution (robablate/collapse.py); the
+  comparison tested nothing, whatever its interval says;
 - "agrees" / "opposite": the CI excludes 0 and the Holm-adjusted p < 0.05, in the paper's direction or
   against it;
+- "confounded by <axis>": the arms also differ in another axis; the blocked reading (the arm against
+  each single value of the other axis, paired by seed: report/<table>/blocked.csv) follows it;
 - "confounded": it would agree or oppose, but the arms also differ in something the report flags
   (tokens seen by > 2%, an LR set by a preset, another config key);
-- "CI excludes 0, not after Holm": a single-comparison effect that the table's multiplicity does not let
-  through (read as a lead, not a finding);
+- "CI excludes 0, not after Holm": a single-comparison effect that the family does not let through;
 - "not detectable below X": the CI holds 0; X is the MDE at 80% power, the smallest true effect these
   runs would have found.
 
@@ -23,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from robablate.report.collect import BLIMP_METRIC, BLIMP_TASK, PRETRAIN_TASK
-from robablate.report.stats import holm
 
 ALPHA = 0.05
 # RoBERTa (Liu et al. 2019) per arm against its table's baseline: +1 = the arm is better (lower MLM
@@ -57,18 +60,36 @@ def rows(report_dir: Path) -> list[dict]:
                         "paper_sign": paper_sign, "paper": paper_text, "better_sign": better_sign,
                         "diff": r.diff_mean, "lo": r.diff_ci_low, "hi": r.diff_ci_high,
                         "method": r.method, "n": int(r.n_pairs) if r.n_pairs >= 2 else f"{r.n_arm} vs {r.n_base}",
-                        "p": r.p_value, "mde": r.mde, "flags": "" if pd.isna(r["flags"]) else str(r["flags"]),
+                        "p": r.p_value, "p_holm": r.p_holm, "mde": r.mde,
+                        "flags": "" if pd.isna(r["flags"]) else str(r["flags"]),
+                        "collapsed": "" if pd.isna(r["collapsed"]) else str(r["collapsed"]),
+                        "confounded_by": "" if pd.isna(r["confounded_by"]) else str(r["confounded_by"]),
+                        "blocked": blocked(report_dir, axis, arm, task, metric),
                         "tokens": r.tokens_rel, "lr": r.lr_base if r.lr_base == r.lr_arm else
                         f"{r.lr_base} vs {r.lr_arm}" + (" (tuned per arm)" if r.lr_tuned else "")})
-    for r, ph in zip(out, holm([r["p"] for r in out]) if out else []):
-        r["p_holm"] = ph
     return out
+
+
+def blocked(report_dir: Path, axis: str, arm: str, task: str, metric: str) -> str:
+    """The blocked readings of a confounded comparison (report/<table>/blocked.csv), one clause each."""
+    if not (report_dir / "blocked.csv").is_file():
+        return ""
+    b = pd.read_csv(report_dir / "blocked.csv", dtype={"arm": str, "baseline": str})
+    b = b[(b.axis == axis) & (b.arm.astype(str) == arm) & (b.task == task) & (b.metric == metric)]
+    return "; ".join(f"{r.reading.split(' vs ', 1)[-1].replace(', paired by seed', '')}: {_fmt(r.diff_mean)} "
+                     f"[{_fmt(r.diff_ci_low)}, {_fmt(r.diff_ci_high)}], {r.n_pairs} pairs" for r in b.itertuples())
 
 
 def verdict(r: dict) -> tuple[str, str]:
     """(this run's direction, verdict) of one row."""
     better = np.sign(r["diff"]) == r["better_sign"]
     direction = "better" if better else "worse"
+    holds = not (r["lo"] > 0 or r["hi"] < 0)
+    if r["collapsed"]:  # a model that predicts one token everywhere tested nothing
+        return direction + " (CI holds 0)" * holds, f"collapsed arm ({r['collapsed']}): no verdict"
+    if r["confounded_by"]:
+        return direction + " (CI holds 0)" * holds, (f"confounded by {r['confounded_by']}; blocked reading: {r['blocked']}" if r["blocked"]
+                           else f"confounded by {r['confounded_by']}")
     if not (r["lo"] > 0 or r["hi"] < 0):
         return direction + " (CI holds 0)", f"not detectable below {r['mde']:.3g}"
     if r["p_holm"] >= ALPHA:
@@ -80,11 +101,11 @@ def verdict(r: dict) -> tuple[str, str]:
 
 def table(report_dir: Path) -> str:
     lines = ["| comparison | read-out | paper | this run | diff [95% CI] | test, n | tokens seen, arm vs base | "
-             "peak LR | p | p (Holm) | MDE (80%) | verdict |",
+             "peak LR | p | p (Holm, primary) | MDE (80%) | verdict |",
              "|---|---|---|---|---:|---|---:|---|---:|---:|---:|---|"]
     for r in rows(report_dir):
         this, v = verdict(r)
-        flag = f" ({r['flags']})" if r["flags"] else ""
+        flag = f" ({r['flags']})" if r["flags"] and not (r["collapsed"] or r["confounded_by"]) else ""
         lines.append(f"| {r['axis']} {r['arm']} − {r['baseline']} | {r['readout']} | "
                      f"{'better' if r['paper_sign'] > 0 else 'worse'}: {r['paper']} | {this} | "
                      f"{_fmt(r['diff'])} [{_fmt(r['lo'])}, {_fmt(r['hi'])}] | {r['method']}, {r['n']} | "

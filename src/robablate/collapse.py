@@ -8,8 +8,8 @@ Such a run has not tested its arm, so the report draws no verdict from it ("coll
 
 Rule (`RULE`): a run is collapsed when its validation MLM accuracy is within `ACC_MARGIN` (absolute)
 of the one-token predictor's accuracy, or its model predicts at most `MAX_DISTINCT` distinct tokens
-over the validation masks, or its validation loss is not `LOSS_MARGIN` nats below the unigram
-predictor's. Runs recorded before pretraining measured these baselines (results.json without
+over the validation masks, or its validation loss is no better than the unigram predictor's
+(`LOSS_MARGIN` = 0). Runs recorded before pretraining measured these baselines (results.json without
 `pretrain.collapse`) are judged by `identical_acc`: independently seeded runs whose validation
 accuracy on the same fixed masks agrees to 1e-9 predict the same token at every masked position.
 Pure functions of numbers and arrays (no torch): pretrain.py records, the report reads.
@@ -22,13 +22,14 @@ from typing import Any, Iterable
 import numpy as np
 
 ACC_MARGIN = 0.01     # accuracy within 1 point of "one token everywhere"
-LOSS_MARGIN = 0.05    # loss less than 0.05 nats below the unigram predictor's
+LOSS_MARGIN = 0.0     # loss not below the unigram predictor's (measured: a synthetic-corpus run at 800K
+                      # tokens that learned, acc 0.125 vs one-token 0.101, sits only 0.03 nats below it)
 MAX_DISTINCT = 1      # one token predicted everywhere
 SAME_ACC_TOL = 1e-9   # recorded-only rule: equal accuracy across seeds on the same fixed masks ...
 STUCK_POINTS = 3      # ... and unchanged over the run's last 3 validation points
 RULE = (f"collapsed when val MLM accuracy <= one-token (most frequent) accuracy + {ACC_MARGIN}, or at most "
-        f"{MAX_DISTINCT} distinct argmax token(s) over the validation masks, or val MLM loss > unigram loss - "
-        f"{LOSS_MARGIN} nats")
+        f"{MAX_DISTINCT} distinct argmax token(s) over the validation masks, or val MLM loss >= unigram loss - "
+        f"{LOSS_MARGIN:g} nats")
 RECORDED_RULE = (f"collapsed (one token predicted everywhere): val MLM accuracy identical (to {SAME_ACC_TOL:g}) "
                  f"across differently seeded runs on the same fixed validation masks and unchanged over the last "
                  f"{STUCK_POINTS} validation points")
@@ -55,8 +56,8 @@ def judge(val_mlm_loss: float, val_mlm_acc: float, unigram_loss: float, unigram_
         reasons.append(f"val MLM acc {val_mlm_acc:.4f} <= one-token acc {unigram_acc:.4f} + {ACC_MARGIN}")
     if distinct_argmax is not None and distinct_argmax <= MAX_DISTINCT:
         reasons.append(f"{distinct_argmax} distinct argmax token(s) over the validation masks")
-    if np.isfinite(unigram_loss) and val_mlm_loss > unigram_loss - LOSS_MARGIN:
-        reasons.append(f"val MLM loss {val_mlm_loss:.4f} > unigram loss {unigram_loss:.4f} - {LOSS_MARGIN}")
+    if np.isfinite(unigram_loss) and val_mlm_loss >= unigram_loss - LOSS_MARGIN:
+        reasons.append(f"val MLM loss {val_mlm_loss:.4f} >= unigram loss {unigram_loss:.4f}")
     return {"collapsed": bool(reasons), "rule": RULE, "why": "; ".join(reasons),
             "unigram_loss": unigram_loss, "unigram_acc": unigram_acc, "distinct_argmax": distinct_argmax,
             "val_mlm_loss": val_mlm_loss, "val_mlm_acc": val_mlm_acc}
