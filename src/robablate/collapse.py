@@ -79,5 +79,5 @@ def identical_acc(runs: Iterable[tuple[str, int | None, list[float]]]) -> dict[s
     for r, (s, a) in final.items():
         same = [r2 for r2, (s2, a2) in last.items() if r2 != r and s2 != s and abs(a2 - a) <= SAME_ACC_TOL]
         if same:
-            out[r] = f"{RECORDED_RULE} (acc {a:.6f} in {len(same) + 1} runs)"
+            out[r] = f"{RECORDED_RULE} (acc {a:.6f}, also in {len(same)} runs of other seeds)"
     return out

@@ -245,7 +245,8 @@ def markdown(report, plots: dict[str, list[str]]) -> str:
         out += ["## Effects: arm minus baseline", "",
                 "Point = mean difference, bar = 95% CI (paired t over pretraining seeds when runs pair, else "
                 "Welch), grey band = the minimal detectable effect at 80% power with these runs, red = a "
-                "flagged comparison (tokens seen or LR differ). Method: see the end.", ""]
+                "flagged comparison (tokens seen, LR or a config key differ, another axis confounds it, or an "
+                "arm collapsed). Method: see the end.", ""]
         for axis, pngs in effects:
             out += [f"### {axis} (baseline {report.baselines[axis]})", ""] + [f"![{p}]({p})" for p in pngs] + [""]
             out += [md_table(effects_display(report, axis)), ""] + _flag_lines(report, axis) + [""]
