@@ -113,6 +113,8 @@ def test_report_primary_comes_from_the_design(tmp_path):
     rep = load_report([tmp_path])
     assert rep.primary == ("SYN-A",)
     assert set(rep.paired.loc[rep.paired["family"] == "primary", "task"]) == {"SYN-A"}
+    with pytest.raises(ConfigError, match="blimp_acc is not a read-out"):
+        load_report([tmp_path], primary=["blimp_acc"])
     write_run(tmp_path, "other", seed=9, axes={"masking": "dynamic"}, config={"report": {"primary": ["blimp"]}})
     with pytest.raises(ConfigError, match="report.primary"):
         load_report([tmp_path])

@@ -91,6 +91,10 @@ def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, st
     sizes = batch_sizes(runs)
     baselines = resolve_baselines(tidy, axes, baseline, sizes)
     primary = tuple(primary) if primary is not None else primary_of(runs, DEFAULT_PRIMARY)
+    names = {*PRETRAIN_METRICS, "blimp", "glue", *tidy["task"]}
+    if unknown := [p for p in primary if p not in names] if not tidy.empty else []:
+        raise ConfigError(f"report.primary: {', '.join(unknown)} is not a read-out of these runs; expected "
+                          f"pretraining metrics ({', '.join(PRETRAIN_METRICS)}), blimp, glue or a task name")
     collapsed = collapsed_runs(runs)
     design = design_frame(runs, axes, collapsed)
     conventions = {}

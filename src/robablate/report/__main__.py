@@ -25,6 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="baseline arm of an axis, e.g. masking=static (repeatable; default: the BERT-side value)")
     p.add_argument("--metric", action="extend", nargs="+", metavar="NAME",
                    help="metrics to summarise (default: score and the pretraining metrics)")
+    p.add_argument("--primary", action="extend", nargs="+", metavar="NAME",
+                   help="the Holm family's read-outs (default: the runs' config report.primary, else "
+                        "val_mlm_loss blimp); set it before seeing results: other rows are exploratory")
     p.add_argument("--bootstrap", type=int, default=None,
                    help="ignored (kept for old scripts): intervals are Student t / Welch, no bootstrap")
     p.add_argument("--wandb", action="store_true", help="also log tables and plots to one W&B run")
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print("note: --bootstrap is ignored: the report's intervals are Student t / Welch (a bootstrap "
               "under-covers with 3-10 runs)", file=sys.stderr)
     try:
-        report = load_report(args.dirs, parse_baselines(args.baseline), args.metric)
+        report = load_report(args.dirs, parse_baselines(args.baseline), args.metric, primary=args.primary)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
