@@ -12,7 +12,9 @@ over the validation masks, or its validation loss is no better than the unigram 
 (`LOSS_MARGIN` = 0). Runs recorded before pretraining measured these baselines (results.json without
 `pretrain.collapse`) are judged by `identical_acc`: independently seeded runs whose validation
 accuracy on the same fixed masks agrees to 1e-9 predict the same token at every masked position.
-Pure functions of numbers and arrays (no torch): pretrain.py records, the report reads.
+Pure functions of numbers and arrays (no torch): pretrain.py records, the report reads. pretrain.py
+does not count distinct argmax tokens yet (the model's output carries no predictions): it records
+`distinct_argmax: null` and the accuracy and loss criteria decide.
 """
 
 from __future__ import annotations
