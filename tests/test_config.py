@@ -58,8 +58,8 @@ def test_numeric_group_options_are_quoted() -> None:
 def test_budget_gives_equal_tokens_across_batch_presets() -> None:
     plans = [validate(compose_cfg([f"batch={b}", "batch.scale=0.125", "train.tokens=50_000_000"]))
              for b in ("bs256", "2k", "8k")]
-    tokens = [p.total_steps * p.global_batch * p.phases[0].max_len for p in plans]
-    assert max(tokens) / min(tokens) < 1.02  # same compute, ceil() rounding only
+    tokens = [p.total_steps * p.phases[0].tokens_per_step for p in plans]
+    assert all(abs(t / 50_000_000 - 1) < 1e-3 for t in tokens), tokens  # same compute: the budget exactly
     assert [p.lr for p in plans] == [1e-4, 7e-4, 1e-3]  # RoBERTa Table 3
     assert plans[0].total_steps > plans[1].total_steps > plans[2].total_steps
 

@@ -19,7 +19,7 @@ PACKAGE = SRC / "robablate"
 # (data/) -> model -> config -> pretraining data / Lightning modules -> pretrain -> read-outs ->
 # results -> pipeline. A new module must be placed here (the test fails until it is).
 LAYERS = [
-    ["errors", "io", "schema", "settings", "threads", "quiet", "collapse"],
+    ["errors", "io", "schema", "settings", "threads", "quiet", "collapse", "trend"],
     ["data"],                                   # pure data code: no Plan, no Lightning wiring
     ["models", "metrics", "optim", "loggers"],  # the loggers take a LoggerSpec, never the config
     ["config"],                                 # checks every rule (each module owns its own) -> Plan
@@ -31,7 +31,7 @@ LAYERS = [
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 # The report is a separate program over results.json files: it must not need the training stack.
-REPORT_ALLOWED = {"errors", "io", "schema", "collapse", "report"}
+REPORT_ALLOWED = {"errors", "io", "schema", "collapse", "trend", "report"}
 HEAVY = {"torch", "lightning", "hydra", "transformers", "omegaconf", "tokenizers"}
 
 

@@ -187,9 +187,11 @@ def test_table3_equal_tokens_and_derived_lr() -> None:
     assert sizes["2k"] == 8 * sizes["bs256"] and sizes["8k"] == 32 * sizes["bs256"]  # paper ratios kept
     assert {k: plan.lr for k, (_, plan) in by_batch.items()} == {"bs256": 1e-4, "2k": 7e-4, "8k": 1e-3}
     for cfg, plan in by_batch.values():
-        tokens = plan.total_steps * plan.global_batch * plan.phases[0].max_len
-        # Equal budget: steps derive from train.tokens, rounded up to a whole step.
-        assert cfg.train.tokens <= tokens < cfg.train.tokens + plan.global_batch * plan.phases[0].max_len
+        nominal = plan.global_batch * plan.phases[0].max_len
+        # Equal budget: steps derive from train.tokens, rounded up to a whole step, and each step is
+        # trimmed so the run plans train.tokens exactly (config.exact_step_tokens).
+        assert plan.total_steps == math.ceil(cfg.train.tokens / nominal)
+        assert abs(plan.total_steps * plan.phases[0].tokens_per_step - cfg.train.tokens) <= plan.total_steps / 2
         assert not plan.nsp and plan.format == "full_sentences"
 
 

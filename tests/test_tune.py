@@ -26,8 +26,10 @@ def test_bad_grids_are_refused_naming_tune_lr(grid):
 def test_grid_and_pilot_budget_in_the_plan():
     plan = validate(compose_cfg(["tune.lr=[3e-3,3e-4,1e-3]", "train.tokens=1_000_000"]))
     assert plan.tune_lr == [3e-4, 1e-3, 3e-3]
-    budget = plan.total_steps * plan.tokens_per_step_target
-    assert plan.tune_tokens == math.ceil(0.25 * budget)  # default: a quarter of the run's budget
+    # Default: a quarter of the run's budget, which batch.unit=tokens feeds exactly (train.tokens).
+    assert plan.tune_tokens == math.ceil(0.25 * 1_000_000)
+    seqs = validate(compose_cfg(["tune.lr=[1e-4,1e-3]", "train.tokens=1_000_000", "batch.unit=sequences"]))
+    assert seqs.tune_tokens == math.ceil(0.25 * seqs.total_steps * seqs.tokens_per_step_target)  # nominal budget
     assert validate(compose_cfg(["tune.lr=[1e-4,1e-3]", "tune.tokens=5000"])).tune_tokens == 5000
     assert validate(compose_cfg([])).tune_lr is None
     with pytest.raises(ConfigError, match=r"`tune\.fraction`"):

@@ -72,7 +72,7 @@ def normalize_overrides(args: list[str]) -> list[str]:
 class Phase:
     max_len: int
     steps: int
-    tokens_per_step: int       # the step's token budget: global batch x max_len (tokens fed, see Plan)
+    tokens_per_step: int       # the step's token budget: global batch x max_len, trimmed under batch.unit=tokens (Plan)
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,11 @@ class Plan:
     world_size: int
     # The compute budget is tokens actually fed: non-padding input tokens, [CLS]/[SEP]/document
     # separators included. Each optimizer step aims at global_batch x max_len of its phase; this is
-    # the step-weighted mean over phases (= the single phase's budget). With batch.unit=tokens every
-    # format reaches it on average (data/batching.plan_epoch); with sequences it is an upper bound.
+    # the step-weighted mean over phases (= the single phase's budget). With batch.unit=tokens and
+    # train.tokens, steps round up and every phase's target shrinks by one factor so the run feeds
+    # train.tokens exactly (exact_step_tokens); every format reaches it on average
+    # (data/batching.plan_epoch). With sequences (BERT's fixed count) steps still round up, each step
+    # takes global_batch instances, and this is an upper bound (shorter instances feed less).
     tokens_per_step_target: int
     token_batching: bool       # batch.unit=tokens: batches filled to a token budget, not a sequence count
     batch_unit: str
@@ -270,7 +273,7 @@ def validate(cfg: DictConfig) -> Plan:
     _require(isinstance(lr, (int, float)) and lr > 0, "optimizer.lr" if lr_batch is None else "batch.lr",
              f"expected a positive learning rate, got {lr!r}.")
     mean_len = sum(f * ph.max_len for f, ph in zip(fractions, phases_cfg))
-    max_steps = _get(cfg, "train.max_steps")
+    max_steps, tokens = _get(cfg, "train.max_steps"), None
     if max_steps is not None:
         total = _int_at_least(max_steps, "train.max_steps")
     else:
@@ -280,10 +283,15 @@ def validate(cfg: DictConfig) -> Plan:
     phase_steps[-1] = total - sum(phase_steps[:-1])
     _require(all(s >= 1 for s in phase_steps), "train.tokens",
              f"the budget gives {total} steps, too few to split into phases {fractions}; raise train.tokens.")
-    phases = [Phase(max_len=int(ph.max_len), steps=s, tokens_per_step=global_batch * int(ph.max_len))
-              for ph, s in zip(phases_cfg, phase_steps)]
+    per_step = [global_batch * int(ph.max_len) for ph in phases_cfg]
+    exact = unit == "tokens" and tokens is not None
+    if exact:
+        per_step = exact_step_tokens(per_step, phase_steps, tokens)
+    phases = [Phase(max_len=int(ph.max_len), steps=s, tokens_per_step=t)
+              for ph, s, t in zip(phases_cfg, phase_steps, per_step)]
     target = int(round(sum(ph.steps * ph.tokens_per_step for ph in phases) / total))
-    tune_lr, tune_tokens = _tune(cfg, budget=total * target)
+    # The pilots' default budget is tune.fraction of the run's: train.tokens when it is fed exactly.
+    tune_lr, tune_tokens = _tune(cfg, budget=tokens if exact else total * target)
 
     optimizer = OptimizerSpec.from_config(cfg.optimizer)
     schedule = ScheduleSpec.from_config(cfg.scheduler)
@@ -307,6 +315,17 @@ def validate(cfg: DictConfig) -> Plan:
         format=fmt, masking=masking, model=model, optimizer=optimizer, schedule=schedule, trainer=trainer_spec(cfg),
         logger=logger, val_instances=val_instances, val_max_len=val_len)
     return plan
+
+
+def exact_step_tokens(nominal: list[int], steps: list[int], budget: float) -> list[int]:
+    """Tokens per step of each phase, so that the run feeds `budget` tokens: the nominal targets
+    (global batch x max_len) scaled by one factor, budget / sum(steps x nominal). Steps were rounded up
+    (ceil(budget / nominal)), so this shrinks each step by less than one step's worth over the run; a
+    single phase gets budget / ceil(budget / nominal). The plan is exact to rounding (half a token per
+    step); what the sampler feeds adds at most half an instance per data epoch (data/batching.plan_epoch).
+    Without it an 8K-sequence arm fed 2.032M tokens for a 2M budget (+1.5%, one step of 32K tokens)."""
+    planned = sum(s * n for s, n in zip(steps, nominal))
+    return [max(1, int(round(n * budget / planned))) for n in nominal]
 
 
 def trainer_spec(cfg: DictConfig) -> TrainerSpec:
