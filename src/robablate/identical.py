@@ -68,7 +68,7 @@ def masking_warning(cov: dict[str, Any], plan: Plan) -> str | None:
     # draws a fresh mask): about (dupe_factor + 1) / epochs x the budget.
     tokens_needed = math.ceil(budget * (dupe + 1) / max(epochs, 1e-9) / 1e5) * 100_000
     fewer = f"masking.dupe_factor<={entered - 1}" if entered > 1 else \
-        "a budget of more than one pass (masking.dupe_factor cannot go below 1)"
+        "a budget of more than one pass"
     return (f"static masking at this budget is the same training as dynamic: {epochs:g} epochs "
             f"({entered} data epoch{'s' if entered != 1 else ''}) <= dupe_factor {dupe}, so every epoch sees "
             f"a fresh copy. The arms differ once epochs exceed dupe_factor: train.tokens>={tokens_needed:_} "
