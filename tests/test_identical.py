@@ -62,3 +62,50 @@ def test_fingerprint_sees_seed_lr_and_budget(cache_dir):
     assert base == _digest(cache_dir, "train.tokens=150000")[0]  # deterministic
     for other in (["seed=1"], ["batch.lr=3e-4"], ["train.tokens=160000"], ["masking.mask_prob=0.2"]):
         assert _digest(cache_dir, "train.tokens=150000", *other)[0] != base, other
+
+
+def test_sweep_log_in_a_file_names_identical_arms_and_holds_no_bars(tmp_path, cache_dir):
+    """The README's first sweep at a budget below dupe_factor epochs, output redirected to a file (not a
+    terminal): one warning naming the identical arms before the first job, no per-batch bar lines, one
+    plain progress line per validation, and equal fingerprints in results.json."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    log = tmp_path / "log"
+    env = {**os.environ, "ROBABLATE_CACHE": str(cache_dir), "HYDRA_FULL_ERROR": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, "run.py", "-m", "experiment=smoke", "glue=none", "masking=static,dynamic",
+                               "train.tokens=8000", "train.val_every_steps=1", "train.val_instances=32",
+                               f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=ROOT, env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=600)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    warnings = [line for line in text.splitlines() if "arms of this sweep train identically" in line]
+    assert len(warnings) == 1 and "[masking=static] = [masking=dynamic]" in warnings[0] and "dupe_factor 10" in warnings[0]
+    assert text.index("arms of this sweep train identically") < text.index("Launching 2 jobs")
+    assert "DataLoader" not in text and "\r" not in text and "%|" not in text and "it/s" not in text
+    results = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("results.json"))]
+    assert len(results) == 2
+    steps = sum(r["pretrain"]["steps"] for r in results)
+    assert len([line for line in text.splitlines() if line.startswith("[robablate] step ")]) == steps
+    assert results[0]["pretrain"]["fingerprint"]["digest"] == results[1]["pretrain"]["fingerprint"]["digest"]
+    assert [r["pretrain"]["val_mlm_loss"] for r in results][0] == results[1]["pretrain"]["val_mlm_loss"]
+
+
+def test_identical_arms_groups_only_what_trains_the_same():
+    from robablate.identical import identical_arms
+
+    base = compose_cfg(["experiment=smoke"])
+    dyn = compose_cfg(["experiment=smoke", "masking=dynamic"])
+    other = compose_cfg(["experiment=smoke", "masking=dynamic", "seed=1"])
+    same = lambda cfg: ({"same_as_dynamic": True, "dupe_factor": 10, "epochs": 0.5, "data_epochs": 1}, validate(cfg))  # noqa: E731
+    differ = lambda cfg: ({"same_as_dynamic": False}, validate(cfg))  # noqa: E731
+    groups, notes = identical_arms([("s", base), ("d", dyn), ("d1", other)], same)
+    assert groups == [["s", "d"]] and len(notes) == 1
+    assert identical_arms([("s", base), ("d", dyn)], differ) == ([], [])
+    # the same config twice is identical training whatever the masking
+    assert identical_arms([("a", dyn), ("b", dyn.copy())], differ)[0] == [["a", "b"]]

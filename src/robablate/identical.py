@@ -19,6 +19,7 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+from hydra.experimental.callback import Callback
 
 from robablate.config import Plan
 from robablate.data.batching import BatchPlanSampler
@@ -134,3 +135,115 @@ def training_checks(plan: Plan, data: PreparedData, extra: dict[str, Any] | None
     out = {k: cov[k] for k in ("epochs", "data_epochs", "static_copy_views") if k in cov}
     out["fingerprint"] = fingerprint(plan, data, extra)
     return out
+
+
+# --- a `-m` sweep: name the arms that would train identically, once, before any job runs ---------------
+
+# Keys that change where and how a run is recorded, not what it trains on.
+NOT_TRAINING = ("hydra", "experiment_name", "run_dir", "logger", "cache_dir")
+
+
+def _training_key(cfg: Any, as_dynamic: bool = False) -> str:
+    """The resolved config minus NOT_TRAINING, with static masking written as dynamic when `as_dynamic`."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    for k in NOT_TRAINING:
+        out.pop(k, None)
+    if as_dynamic:
+        out["masking"] = {**out["masking"], "name": "dynamic", "dupe_factor": None}
+    return json.dumps(out, sort_keys=True, default=str)
+
+
+def identical_arms(jobs: list[tuple[str, Any]], coverage: Any) -> tuple[list[list[str]], list[str]]:
+    """Groups of job names (two or more) whose configs train identically, and the masking messages
+    behind them. `jobs`: (name, composed config without hydra); `coverage(cfg)` -> (masking_coverage,
+    Plan) of a static arm, asked only for arms whose dynamic twin is in the sweep or that share one."""
+    keys = {name: _training_key(cfg) for name, cfg in jobs}
+    twins = {name: _training_key(cfg, as_dynamic=True) for name, cfg in jobs if cfg.masking.name == "static"}
+    counts: dict[str, int] = {}
+    for name in keys:
+        counts[twins.get(name, keys[name])] = counts.get(twins.get(name, keys[name]), 0) + 1
+    notes: list[str] = []
+    for name, cfg in jobs:
+        if name in twins and counts[twins[name]] > 1:
+            cov, plan = coverage(cfg)
+            if cov.get("same_as_dynamic"):
+                keys[name] = twins[name]
+                notes.append(masking_warning(cov, plan))
+    groups: dict[str, list[str]] = {}
+    for name, key in keys.items():
+        groups.setdefault(key, []).append(name)
+    return [g for g in groups.values() if len(g) > 1], notes
+
+
+def sweep_jobs(config: Any) -> list[list[str]]:
+    """Each job's overrides of a `-m` sweep run by Hydra's basic sweeper (hydra.sweeper.params first,
+    then the command line, as BasicSweeper.sweep does); [] for another sweeper."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return []
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def _arm_names(jobs: list[list[str]]) -> list[str]:
+    """Each job named by the overrides that vary across the sweep."""
+    common = set.intersection(*(set(j) for j in jobs)) if jobs else set()
+    return [" ".join(o for o in job if o not in common) or "(defaults)" for job in jobs]
+
+
+class SweepCheck(Callback):
+    """Hydra callback (conf/hydra/default.yaml): at the start of a `-m` sweep, compose each job's config
+    and warn once, naming the arms, when two of them would be the same training."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        try:
+            msg = self.message(config)
+        except Exception as e:  # noqa: BLE001 - a check must never stop a sweep; each job checks itself
+            msg = f"could not check the sweep for identical arms ({type(e).__name__}: {e})"
+        if msg:
+            print(f"robablate: warning: {msg}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def message(config: Any) -> str | None:
+        from hydra.core.global_hydra import GlobalHydra
+        from omegaconf import open_dict
+
+        from robablate.config import validate
+        from robablate.errors import RobablateError
+
+        jobs = sweep_jobs(config)
+        if len(jobs) < 2:
+            return None
+        loader = GlobalHydra.instance().config_loader()
+        composed = []
+        for name, job in zip(_arm_names(jobs), jobs):
+            cfg = loader.load_sweep_config(config, list(job))
+            with open_dict(cfg):
+                del cfg["hydra"]
+            try:
+                validate(cfg)
+            except RobablateError:
+                continue  # the job itself reports its error
+            composed.append((name, cfg))
+        prepared: dict[str, Any] = {}
+
+        def coverage(cfg: Any) -> tuple[dict[str, Any], Plan]:
+            from robablate.datamodule import prepare
+
+            plan = validate(cfg)
+            key = _training_key(cfg, as_dynamic=True)
+            if key not in prepared:
+                prepared[key] = prepare(plan)
+            return masking_coverage(plan, prepared[key]), plan
+
+        groups, notes = identical_arms(composed, coverage)
+        if not groups:
+            return None
+        listed = "; ".join(" = ".join(f"[{n}]" for n in g) for g in groups)
+        why = f" Why: {notes[0]}" if notes else ""
+        return (f"arms of this sweep train identically, so comparing them can show nothing: {listed}.{why}")
