@@ -18,7 +18,6 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 from hydra.experimental.callback import Callback
 
 from robablate.config import Plan
@@ -39,16 +38,18 @@ def _samplers(plan: Plan, data: PreparedData, seed: int) -> list[BatchPlanSample
 
 
 def masking_coverage(plan: Plan, data: PreparedData) -> dict[str, Any]:
-    """How many passes over the training instances the budget makes: `epochs` (the token budget over
-    the tokens of one pass, per phase, the largest), `data_epochs` (data epochs the run enters) and,
+    """How many passes over the training instances the budget makes: `epochs` (whole passes plus the
+    share of the last, per seq_len phase, the largest), `data_epochs` (data epochs the run enters) and,
     for static masking, `static_copy_views` (times each masked copy is seen, epochs / dupe_factor)
     and `same_as_dynamic` (data_epochs <= dupe_factor: every epoch a fresh copy)."""
     spec = plan.specs
     epochs, entered = [], []
-    for sampler, ph, inst in zip(_samplers(plan, data, spec.seed), plan.phases, data.phases):
-        per_pass = float(np.sum(inst.lengths))
-        epochs.append(ph.steps * ph.tokens_per_step / per_pass if per_pass else math.inf)
-        entered.append(sampler.epoch_of_step(ph.steps - 1) + 1)
+    for sampler, ph in zip(_samplers(plan, data, spec.seed), plan.phases):
+        starts = sampler.epoch_first_steps(sys.maxsize)
+        # Whole passes, plus the share of the last epoch's batches the run takes (an epoch's tail that
+        # fills no batch is dropped, so this counts batches, not tokens).
+        epochs.append(len(starts) - 1 + (ph.steps - starts[-1]) / len(sampler.plan(len(starts) - 1)))
+        entered.append(len(starts))
     out: dict[str, Any] = {"epochs": round(max(epochs), 3), "data_epochs": max(entered),
                            "masking": spec.masking.name}
     if spec.masking.name == "static":
