@@ -109,3 +109,22 @@ def test_identical_arms_groups_only_what_trains_the_same():
     assert identical_arms([("s", base), ("d", dyn)], differ) == ([], [])
     # the same config twice is identical training whatever the masking
     assert identical_arms([("a", dyn), ("b", dyn.copy())], differ)[0] == [["a", "b"]]
+
+
+def test_bars_at_a_terminal_plain_lines_in_a_file(monkeypatch):
+    import io
+
+    from robablate import progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stderr", Tty())
+    assert type(progress.step_progress(10, 40960)).__name__ == "StepProgressBar"
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert type(progress.step_progress(10, 40960)).__name__ == "StepProgressLog"
+    line = progress.progress_line(4, 10, 16384, 40960, {"train/loss": 8.5, "val/mlm_loss": 7.25,
+                                                         "train/tokens_per_s": 12345.6, "train/lr": 1e-3})
+    assert line == ("[robablate] step 4/10 · tokens 16.4k/41.0k · train loss 8.5000 · val MLM loss 7.2500 · "
+                    "tokens/s 12,346")
