@@ -125,6 +125,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return _finetune_only(cfg, plan, run_dir, base)
 
         from robablate.datamodule import prepare
+        from robablate.identical import training_checks
         from robablate.pretrain import pretrain
         from robablate.tune import tune_lr
 
@@ -135,7 +136,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             base.update(plan=plan.to_dict(), tune=tuned)
         data = prepare(plan)
         base["data"] = data.stats
+        # Before the first step: static masking that is dynamic at this budget warns; what it trains on is hashed.
+        checks = training_checks(plan, data, {k: readout_config(cfg, k) for k in ("glue", "eval")})
         module, section = pretrain(plan, data, run_dir)
+        section.update(checks)
         if section["global_rank"] != 0:
             return {}  # DDP ranks > 0: rank 0 exports, fine-tunes and writes results
         if section["interrupted"]:

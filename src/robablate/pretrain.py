@@ -27,6 +27,7 @@ from robablate.datamodule import PretrainDataModule
 from robablate.errors import RobablateError
 from robablate.models.bert import BertConfig, BertForPretraining, flops_per_token, mfu
 from robablate.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_scheduler
+from robablate.progress import bars_fit_output, step_progress
 
 
 class TrainingDiverged(RobablateError):
@@ -288,17 +289,15 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
     ]
     if run.stop_at_step is not None:
         callbacks.append(StopAtStep(run.stop_at_step))
-    if run.enable_progress_bar:  # steps and tokens of the budget, not `Epoch 0/-2`
-        from robablate.progress import step_progress_bar
-
-        callbacks.append(step_progress_bar(plan.total_steps, plan.total_steps * plan.tokens_per_step_target))
+    if run.enable_progress_bar:  # steps and tokens of the budget, not `Epoch 0/-2`; plain lines in a log file
+        callbacks.append(step_progress(plan.total_steps, plan.total_steps * plan.tokens_per_step_target))
     trainer = pl.Trainer(
         accelerator=run.accelerator, devices=run.devices, num_nodes=run.num_nodes,
         strategy=run.strategy, precision=plan.precision, max_steps=plan.total_steps, max_epochs=-1,
         accumulate_grad_batches=plan.accumulate,  # clipping: PretrainModule.configure_gradient_clipping
         val_check_interval=plan.val_every_steps * plan.accumulate, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, use_distributed_sampler=False, deterministic=run.deterministic,
-        enable_progress_bar=run.enable_progress_bar, log_every_n_steps=run.log_every_n_steps,
+        enable_progress_bar=run.enable_progress_bar and bars_fit_output(), log_every_n_steps=run.log_every_n_steps,
         logger=build_loggers(spec.logger, run_dir, "pretrain", resume_step), callbacks=callbacks,
         default_root_dir=str(run_dir / "pretrain"),
         enable_model_summary=False,

@@ -1,11 +1,20 @@
 """The pretraining progress line: optimizer steps and tokens of the budget, not Lightning's epochs.
 
-A Lightning callback (TQDMProgressBar) built on first use, plus the pure text it shows.
+At a terminal a Lightning callback (TQDMProgressBar) redraws it; when the output goes to a file (a
+sweep's log, SLURM, CI, `> log`) per-batch bars would fill the file with carriage-return frames
+(hundreds of "Validation DataLoader 0: 81%|..." lines per arm), so `StepProgressLog` prints one plain
+line per validation instead. Both callbacks are built on first use, around the pure text they show.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, Mapping
+
+
+def bars_fit_output() -> bool:
+    """Whether per-batch progress bars go to a terminal (tqdm draws on stderr); not in a file or pipe."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def format_tokens(n: float) -> str:
@@ -20,6 +29,41 @@ def progress_text(step: int, total_steps: int, tokens: float, token_budget: floa
     """What the pretraining progress line says: optimizer steps and tokens of the budget
     (`step 120/489 · tokens 0.5M/2.0M`), not Lightning's epochs (`Epoch 0/-2` with max_epochs=-1)."""
     return f"step {step}/{total_steps} · tokens {format_tokens(tokens)}/{format_tokens(token_budget)}"
+
+
+# What the plain line reports from the logged metrics, in order: (label, metric key, format).
+LINE_METRICS = (("train loss", "train/loss", "{:.4f}"), ("val MLM loss", "val/mlm_loss", "{:.4f}"),
+                ("val NSP acc", "val/nsp_acc", "{:.3f}"), ("tokens/s", "train/tokens_per_s", "{:,.0f}"))
+
+
+def progress_line(step: int, total_steps: int, tokens: float, token_budget: float,
+                  metrics: Mapping[str, float]) -> str:
+    """One plain progress line for a log file: steps, tokens, losses and throughput known so far."""
+    parts = [progress_text(step, total_steps, tokens, token_budget)]
+    for label, key, fmt in LINE_METRICS:
+        if key in metrics:
+            parts.append(f"{label} {fmt.format(float(metrics[key]))}")
+    return "[robablate] " + " · ".join(parts)
+
+
+def _make_step_progress_log():
+    from lightning.pytorch.callbacks import Callback
+
+    class StepProgressLog(Callback):
+        """One plain line per validation (see `progress_line`), for output that is not a terminal."""
+
+        def __init__(self, total_steps: int, token_budget: float):
+            self.total_steps, self.token_budget = int(total_steps), float(token_budget)
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking or not trainer.is_global_zero:
+                return
+            tokens = float(getattr(pl_module, "tokens_seen", 0)) * trainer.world_size
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+            print(progress_line(trainer.global_step, self.total_steps, tokens, self.token_budget, metrics), flush=True)
+
+    StepProgressLog.__module__, StepProgressLog.__qualname__ = __name__, "StepProgressLog"
+    return StepProgressLog
 
 
 def _make_step_progress_bar():
@@ -77,14 +121,17 @@ def _make_step_progress_bar():
 
 
 def __getattr__(name: str) -> Any:
-    """`StepProgressBar` is built on first use (importing this module must not import Lightning) and
+    """`StepProgressBar` and `StepProgressLog` are built on first use (importing this module must not import Lightning) and
     is picklable by name (ddp_spawn pickles the callbacks)."""
-    if name != "StepProgressBar":
+    makers = {"StepProgressBar": _make_step_progress_bar, "StepProgressLog": _make_step_progress_log}
+    if name not in makers:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    cls = globals()[name] = _make_step_progress_bar()
+    cls = globals()[name] = makers[name]()
     return cls
 
 
-def step_progress_bar(total_steps: int, token_budget: float):
-    """The pretraining progress bar, in optimizer steps and tokens of the budget."""
-    return __getattr__("StepProgressBar")(total_steps, token_budget)
+def step_progress(total_steps: int, token_budget: float):
+    """The pretraining progress callback, in optimizer steps and tokens of the budget: a bar at a
+    terminal, one plain line per validation otherwise."""
+    name = "StepProgressBar" if bars_fit_output() else "StepProgressLog"
+    return __getattr__(name)(total_steps, token_budget)

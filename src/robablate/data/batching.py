@@ -171,6 +171,19 @@ class BatchPlanSampler(Sampler):
         """The data epoch global step `step` draws its batch from."""
         return self._locate(step)[0]
 
+    def global_batch(self, step: int) -> tuple[int, np.ndarray]:
+        """(data epoch, instance indices) of global step `step`: the whole batch, before the split into parts."""
+        epoch, i = self._locate(step)
+        return epoch, self.plan(epoch)[i]
+
+    def epoch_first_steps(self, max_epochs: int) -> list[int]:
+        """The first global step of each data epoch below max_steps (at most max_epochs of them)."""
+        out, step = [], 0
+        while step < self.max_steps and len(out) < max_epochs:
+            out.append(step)
+            step += self.steps_per_epoch if self.steps_per_epoch is not None else self._count(len(out) - 1)
+        return out
+
     def __len__(self) -> int:
         return (self.max_steps - self.start_step) * self.accumulate
 

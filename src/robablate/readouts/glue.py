@@ -31,6 +31,7 @@ from robablate.finetune import FinetuneModule, FinetuneSettings, GlueDataModule,
 from robablate.io import atomic_write_text
 from robablate.metrics import glue_score, summarize_seeds
 from robablate.models.bert import BertConfig
+from robablate.progress import bars_fit_output
 
 def wants_submission(cfg_glue: Mapping[str, Any]) -> bool:
     """glue.submission (default true): predict the test files that are present into GLUE-server files."""
@@ -238,7 +239,7 @@ def finetune_all(cfg_glue: Mapping[str, Any], plan: Plan, run_dir: str | Path, h
     syn_dir = synthetic_glue.glue_folder(specs.corpus.generator, cache_dir) if any(t.synthetic for t in tasks) else None
     trainer_kwargs = {"accelerator": specs.trainer.accelerator, "precision": plan.precision,
                       "deterministic": bool(specs.trainer.deterministic),
-                      "enable_progress_bar": specs.trainer.enable_progress_bar}
+                      "enable_progress_bar": specs.trainer.enable_progress_bar and bars_fit_output()}
     points = grid_points(cfg_glue.get("grid"))
     section: dict[str, Any] = {"tasks": {}, "data_dir": cfg_glue.get("data_dir"), "source": cfg_glue.get("source"),
                                "seeds": n_seeds, "grid": cfg_glue.get("grid"), "init": init}
