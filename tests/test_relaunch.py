@@ -244,7 +244,7 @@ def test_killed_sweep_relaunch_skips_resumes_and_reports_the_same(finished_sweep
     (first_results,) = [p for p in folder.glob("*/seed=0/results.json")]
     first_before = snapshot(first_results.parent)
 
-    relaunched, _ = run_sweep(folder, cache_dir, "hydra/launcher=local")
+    relaunched, _ = run_sweep(folder, cache_dir)  # joblib workers run other thread counts: other floats
     assert "sweep of 2 arm(s): 1 done, 1 partial (resumed), 0 new" in relaunched.stdout
     assert relaunched.stdout.count("[robablate] done already: ") == 1
     assert {k: v for k, v in snapshot(first_results.parent).items() if not k.startswith(".hydra")} == \
