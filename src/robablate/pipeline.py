@@ -17,6 +17,7 @@ from robablate.config import Plan, axes_of, validate
 from robablate.errors import ConfigError, RobablateError
 from robablate.overrides import check_arguments
 from robablate.quiet import quiet_third_party
+from robablate.relaunch import prepare_run, start_run
 from robablate.results import environment, write_results
 
 
@@ -110,6 +111,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     stage = cfg.get("stage", "all")
     if stage not in ("all", "pretrain", "finetune"):
         raise ConfigError(f"Invalid config `stage`: expected all, pretrain or finetune, got {stage!r}.")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if stage != "finetune":  # stage=finetune updates a finished run on purpose
+        decision = prepare_run(run_dir, config, resume=bool(cfg.get("resume")),
+                               overwrite=bool(cfg.get("overwrite")))  # refusals stop here, nothing written
+        if decision.action == "skip":  # results.json is left as it is (same bytes, same mtime)
+            from robablate.summary import summary_line
+
+            prev = json.loads(results_path.read_text())
+            print(f"[robablate] done already: {summary_line(prev).removeprefix('[robablate] done ')}"
+                  f"{decision.reason}", flush=True)
+            return {**prev, "skipped": True}
+        if decision.action == "resume":  # a partial run of this config: continue it exactly
+            plan = replace(plan, specs=replace(plan.specs, trainer=replace(plan.specs.trainer, resume=True)))
     blimp_pairs = check_inputs(cfg, plan, tasks if stage != "pretrain" else [], stage)  # bad data stops here
     quiet_third_party()  # third-party noise only (after the checks: it imports transformers)
     init = plan.specs.model.init  # "random": the untrained control arm (model.init=random)
@@ -117,9 +131,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     base: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "experiment": cfg.experiment_name,
         "overrides": overrides_of(cfg), "axes": axes_of(cfg, plan), "seed": int(cfg.seed),
-        "plan": plan.to_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
+        "plan": plan.to_dict(), "config": config,
         "init": init,
     }
+    if stage != "finetune":
+        start_run(run_dir, config, overwrite=bool(cfg.get("overwrite")))
     try:
         if stage == "finetune":
             return _finetune_only(cfg, plan, run_dir, base)
@@ -227,7 +243,7 @@ def main(cfg: DictConfig) -> int:
     except RobablateError as e:
         print(f"robablate: error: {e}", file=sys.stderr)
         return 2
-    if results.get("status") == "complete":
+    if results.get("status") == "complete" and not results.get("skipped"):
         from robablate.summary import format_summary, summary_line
 
         print(summary_line(results) if is_sweep() else format_summary(results), flush=True)

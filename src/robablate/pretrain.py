@@ -77,6 +77,7 @@ class PretrainModule(pl.LightningModule):
         # checkpoint is saved before the validation of its own step, so a resumed run takes that
         # validation from here instead of losing it.
         self.history_path: Path | None = None
+        self.val_every_steps: int | None = None  # set by pretrain(): a resumed run's missing validation
 
     # -- training ---------------------------------------------------------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -142,6 +143,27 @@ class PretrainModule(pl.LightningModule):
                                            self.optimizer_spec.grad_clip)
 
     # -- validation: token-weighted sums, so the numbers do not depend on how batches are cut --------
+    def on_train_start(self) -> None:
+        # The checkpoint of a validation step is saved just before that validation; a kill -9 between
+        # the two (a relaunch then resumes, issue 26) would lose it, as Lightning's restart skips it.
+        step = int(self.global_step)
+        if self.val_every_steps and step and step % self.val_every_steps == 0 and \
+                all(h["step"] != step for h in self.history):
+            self._validate_now()
+
+    @torch.no_grad()
+    def _validate_now(self) -> None:
+        """The validation of the resumed step, outside Lightning's loop, RNG state left as it was."""
+        rng = torch.get_rng_state()
+        self.eval()
+        self.on_validation_epoch_start()
+        for idx, loader in enumerate(self.trainer.datamodule.val_dataloader()):
+            for i, batch in enumerate(loader):
+                self.validation_step(self.trainer.strategy.batch_to_device(batch), i, idx)
+        self.on_validation_epoch_end()
+        self.train()
+        torch.set_rng_state(rng)
+
     def on_validation_epoch_start(self) -> None:
         self._val = {}
 
@@ -278,6 +300,7 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
                             optimizer=spec.optimizer, schedule=spec.schedule, lr=plan.lr,
                             total_steps=plan.total_steps, compile=run.compile)
     module.history_path = run_dir / "pretrain" / "history.json"
+    module.val_every_steps = plan.val_every_steps if resume_from else None
     dm = PretrainDataModule(data, plan, spec.masking, spec.seed, run.num_workers, pack=run.pack)
 
     callbacks: list[pl.Callback] = [

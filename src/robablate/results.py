@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from robablate.io import atomic_write_json
+from robablate.relaunch import git_state
 from robablate.schema import SCHEMA_VERSION
 
 PACKAGES = ("robablate", "torch", "lightning", "hydra-core", "omegaconf", "transformers", "tokenizers", "numpy",
             "scikit-learn", "scipy", "pandas", "wandb")
-
-
-def _git(*args: str) -> str | None:
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def device_name() -> str:
@@ -50,10 +41,10 @@ def environment(data_fingerprint: str = "") -> dict[str, Any]:
             versions[p] = importlib.metadata.version(p)
         except importlib.metadata.PackageNotFoundError:
             versions[p] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit, dirty = git_state()
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        "git_commit": commit,
+        "git_dirty": dirty,
         "packages": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),

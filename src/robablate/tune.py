@@ -30,14 +30,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from robablate.config import Plan, validate
 from robablate.errors import ConfigError
 from robablate.io import atomic_dir, atomic_write_json, cache_key
+from robablate.relaunch import RUN_ONLY_KEYS
 
 TUNE_VERSION = 1  # bump when pilots or the rule change: old choices are then not reused
 # Keys that do not define an arm's pretraining: the LR under tuning, the seed (every seed of an arm
 # uses one LR), where and how it runs and logs, and the read-outs after pretraining.
-NOT_ARM_KEYS = ("seed", "batch.lr", "optimizer.lr", "run_dir", "resume", "stage", "experiment_name",
-                "cache_dir", "trainer", "logger", "hydra", "glue", "eval", "model.init", "train.stop_at_step",
-                "train.num_workers", "train.compile", "train.checkpoint_every_steps", "train.val_every_steps",
-                "report")
+NOT_ARM_KEYS = (*RUN_ONLY_KEYS, "seed", "batch.lr", "optimizer.lr", "stage", "trainer", "glue", "eval",
+                "model.init", "train.val_every_steps")
 
 
 def selection_rule(tokens: int, seed: int) -> str:
