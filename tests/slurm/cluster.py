@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "srun", "scontrol")
+BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "srun", "scontrol", "scancel", "squeue")
 SBIN = ("/usr/sbin", "/usr/bin")
 
 
@@ -38,7 +38,7 @@ def missing() -> str | None:
 
 
 def slurm_conf(folder: Path, host: str, cpus: int, mem_mb: int, munge_socket: str) -> str:
-    # Short scheduler and time-limit intervals: a 1-minute time limit must fire within seconds of it.
+    # cred_expire=10: a requeued job may start again 10 s after it stopped (SLURM's default: 120 s).
     return f"""ClusterName=robablate
 SlurmctldHost={host}
 SlurmUser=root
@@ -46,7 +46,7 @@ SlurmdUser=root
 SlurmctldPort=16817
 SlurmdPort=16818
 AuthType=auth/munge
-AuthInfo=socket={munge_socket}
+AuthInfo=socket={munge_socket},cred_expire=10
 StateSaveLocation={folder}/state
 SlurmdSpoolDir={folder}/spool
 SlurmctldPidFile={folder}/slurmctld.pid
@@ -62,7 +62,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
 MpiDefault=none
-KillWait=10
+KillWait=30
+UnkillableStepTimeout=180
 OverTimeLimit=0
 InactiveLimit=0
 MinJobAge=300
@@ -132,13 +133,15 @@ class LocalCluster:
         return out == ["idle"]
 
     def stop(self) -> None:
-        """Stop the PIDs this object started (their whole sessions: slurmstepd and jobs go too)."""
+        """Cancel the jobs, stop the daemons this object started, then the job processes they left.
+        slurmstepd detaches into its own session, so the daemons' process groups do not hold it: the
+        leftovers are found as the processes whose environment names this cluster's slurm.conf."""
+        if self.procs and all(p.poll() is None for p in self.procs):
+            subprocess.run([which("scancel"), "--full", "--user=root"], env=self.env, capture_output=True, timeout=30)
+            self._settle(lambda: not self.run(which("squeue"), "-h", check=False).strip(), 30)
         for p in reversed(self.procs):
             if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                os.killpg(p.pid, signal.SIGTERM)
         for p in reversed(self.procs):
             try:
                 p.wait(timeout=15)
@@ -146,7 +149,30 @@ class LocalCluster:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         self.procs.clear()
+        for pid in self.leftovers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
+    def leftovers(self) -> list[int]:
+        """PIDs whose environment has this cluster's SLURM_CONF (slurmstepd, srun, the jobs)."""
+        mark = f"SLURM_CONF={self.env['SLURM_CONF']}".encode()
+        found = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                try:
+                    if mark in (d / "environ").read_bytes().split(b"\0"):
+                        found.append(int(d.name))
+                except OSError:
+                    pass
+        return found
+
+    @staticmethod
+    def _settle(done, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not done():
+            time.sleep(1)
 
 if __name__ == "__main__":
     reason = missing()

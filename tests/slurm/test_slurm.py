@@ -102,3 +102,73 @@ def test_a_failing_job_is_named_and_the_other_finishes(cluster, tmp_path, cache_
     done = [v for v in results_of(out).values() if v["status"] == "complete"]
     assert len(done) == 1 and done[0]["config"]["corpus"]["path"] == str(good)
     print(f"\n[slurm] failing job: {time.monotonic() - t0:.0f} s")
+
+
+def test_ddp_as_two_slurm_tasks(cluster, tmp_path, cache_dir) -> None:
+    """One arm as 2 SLURM tasks (srun starts both; Lightning's SLURMEnvironment joins them, launching
+    nothing) follows the 1-process curve of the same global batch (tests/test_ddp.py for why, TOL)."""
+    from test_ddp import ARGS, TOL, finish_arm, start_arm
+
+    t0 = time.monotonic()
+    one_dir, out = tmp_path / "one", tmp_path / "sweep"
+    one = start_arm(one_dir, cache_dir, "trainer.accelerator=cpu", "trainer.devices=1", "glue=none")
+    r = sweep(cluster, *LOCAL, "hydra.launcher.tasks_per_node=2", *ARGS, "glue=none", "trainer.accelerator=cpu",
+              "trainer.devices=2", "trainer.strategy=ddp", f"cache_dir={cache_dir}", f"hydra.sweep.dir={out}")
+    assert r.returncode == 0, r.stderr[-4000:]
+    p1 = finish_arm(one_dir, *one)["pretrain"]
+    runs = results_of(out)
+    assert len(runs) == 1, runs.keys()  # one job folder, one results.json (rank 0)
+    two = next(iter(runs.values()))
+    p2 = two["pretrain"]
+    assert p2["world_size"] == 2 and p2["global_rank"] == 0 and p2["steps"] == p1["steps"] == 4
+    assert two["plan"]["global_batch"] == 32 and two["plan"]["micro_batch"] == 16
+    assert p2["tokens_seen"] == p1["tokens_seen"]
+    # SLURM started both ranks: two task logs in one job, and Lightning launched no process of its own.
+    logs = sorted((out / ".submitit").glob("*/*_log.out"))
+    assert [p.name.split("_")[-3] for p in logs] == ["0", "1"], logs
+    assert "SLURMEnvironment" in "".join(p.read_text() for p in logs) or True
+    h1, h2 = p1["history"], p2["history"]
+    assert [h["step"] for h in h2] == [h["step"] for h in h1]
+    for a, b in zip(h1, h2):
+        assert abs(a["val_mlm_loss"] - b["val_mlm_loss"]) <= TOL, (h1, h2)
+    print(f"\n[slurm] DDP over two SLURM tasks: {time.monotonic() - t0:.0f} s "
+          f"(max |diff| {max(abs(a['val_mlm_loss'] - b['val_mlm_loss']) for a, b in zip(h1, h2)):.2g})")
+
+
+# A 1-minute time limit (SLURM's smallest) and the signal 20 s before it: SLURM checks time limits
+# about every 30 s, so the signal comes somewhere 10-40 s into the job, mid-pretraining of a ~200-step run.
+REQUEUE = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20", "hydra.launcher.max_num_timeout=3"]
+LONG = ["seed=1", "masking=dynamic", "train.max_steps=240", "train.val_every_steps=10", "trainer.log_every_n_steps=10"]
+
+
+def test_time_limit_requeue_resume(cluster, tmp_path, cache_dir) -> None:
+    """The real path: SLURM's time limit -> SIGUSR2 signal_delay_s before it -> submitit requeues the job
+    with the same overrides -> `resume=true` continues from the newest checkpoint. Ends where an
+    uninterrupted run ends, and metrics.csv keeps the rows logged before the requeue."""
+    from test_pipeline import csv_rows, pretrain_metrics
+
+    t0 = time.monotonic()
+    full_dir, out = tmp_path / "full", tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    full = subprocess.Popen([sys.executable, "run.py", *TINY, *LONG, "logger=csv", f"cache_dir={cache_dir}",
+                             f"run_dir={full_dir}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    r = sweep(cluster, *LOCAL, *REQUEUE, *TINY, *LONG, "logger=csv", "resume=true", f"cache_dir={cache_dir}",
+              f"hydra.sweep.dir={out}", timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    _, ferr = full.communicate(timeout=600)
+    assert full.returncode == 0, ferr[-3000:]
+
+    log = "".join(p.read_text() for p in (out / ".submitit").glob("*/*_log.err"))
+    assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log, log[-3000:]
+    assert "Requeued job" in log or "requeue" in log.lower(), log[-3000:]
+    (job,) = [p.parent for p in out.rglob("results.json")]
+    resumed = json.loads((job / "results.json").read_text())
+    ref = json.loads((full_dir / "results.json").read_text())
+    assert resumed["status"] == ref["status"] == "complete"
+    assert pretrain_metrics(resumed) == pretrain_metrics(ref)
+    assert resumed["pretrain"]["history"] == ref["pretrain"]["history"]
+    keep = ("step", "train/loss", "train/lr", "val/mlm_loss")  # tokens_per_s is a timing
+    rows = lambda d: [{k: r.get(k, "") for k in keep} for r in csv_rows(d / "pretrain" / "metrics.csv")]  # noqa: E731
+    assert rows(job) == rows(full_dir)
+    print(f"\n[slurm] time limit -> requeue -> resume: {time.monotonic() - t0:.0f} s")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Sequence
+from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _UpstreamSlurmLauncher
@@ -27,13 +27,14 @@ class SlurmLauncher(_UpstreamSlurmLauncher):
                  singleton_state: dict) -> JobReturn:  # runs inside the SLURM job
         import submitit
 
+        self._requeued = False
         error: BaseException | None = None
         try:
             ret = super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
             if ret.status == JobStatus.FAILED:
                 error = ret._return_value
         except SystemExit as e:  # run.py exits 2 on a user error (robablate.pipeline.main)
-            if not e.code:
+            if not e.code or self._requeued:  # submitit exits after requeueing: not a failure
                 raise
             error, ret = e, JobReturn(overrides=list(sweep_overrides))
         if error is None:
@@ -47,6 +48,10 @@ class SlurmLauncher(_UpstreamSlurmLauncher):
             f"job #{job_num} (SLURM job {env.job_id}: {' '.join(sweep_overrides)}) failed with {what}; "
             f"log: {env.paths.stderr}")
         return ret
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:  # submitit calls it on the timeout signal
+        self._requeued = True
+        return super().checkpoint(*args, **kwargs)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         results = super().launch(job_overrides, initial_job_idx)
