@@ -136,9 +136,10 @@ def test_ddp_as_two_slurm_tasks(cluster, tmp_path, cache_dir) -> None:
 
 
 # A 1-minute time limit (SLURM's smallest) and the signal 20 s before it: SLURM checks time limits
-# about every 30 s, so the signal comes somewhere 10-40 s into the job, mid-pretraining of a ~200-step run.
-REQUEUE = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20", "hydra.launcher.max_num_timeout=3"]
-LONG = ["seed=1", "masking=dynamic", "train.max_steps=240", "train.val_every_steps=10", "trainer.log_every_n_steps=10"]
+# about every 30 s, so the signal comes somewhere 10-40 s into the job, mid-pretraining of a 120-step run; each requeued
+# run gets ~15-30 s before its next signal, so the run needs several requeues (max_num_timeout=8).
+REQUEUE = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20", "hydra.launcher.max_num_timeout=8"]
+LONG = ["seed=1", "masking=dynamic", "train.max_steps=120", "train.val_every_steps=10", "trainer.log_every_n_steps=10"]
 
 
 def test_time_limit_requeue_resume(cluster, tmp_path, cache_dir) -> None:
