@@ -107,7 +107,7 @@ def test_default_sweep_folder_is_named_by_experiment() -> None:
     ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
     ("local", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
     ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
-    ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ("slurm", "hydra_plugins.robablate_slurm.slurm_launcher.SlurmLauncher"),  # upstream's, naming each failed job (src/hydra_plugins/robablate_slurm)
 ])
 def test_launchers_compose_with_presets(launcher: str, target: str) -> None:
     extra = ["hydra.launcher.tasks_per_node=4", "hydra.launcher.gpus_per_node=4"] if "slurm" in launcher else []

@@ -234,6 +234,15 @@ def merge_history(saved: list[dict[str, Any]], written: list[dict[str, Any]], st
     return sorted([*saved, *extra], key=lambda h: h["step"])
 
 
+def slurm_plugins() -> list:
+    """Inside a SLURM job, Lightning joins SLURM's tasks but leaves requeueing to submitit
+    (`hydra.launcher.signal_delay_s` / `max_num_timeout`): its own auto-requeue (SIGUSR1 -> hpc_ckpt_*.ckpt
+    + `scontrol requeue`) would be a second resume path next to `resume=true` and last.ckpt."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def checkpoint_step(path: str | Path) -> int:
     """The optimizer step a checkpoint was saved at (ModelCheckpoint names files step<N>.ckpt and
     last.ckpt links to the newest; otherwise read from the file)."""
@@ -323,7 +332,7 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
         enable_progress_bar=run.enable_progress_bar and bars_fit_output(), log_every_n_steps=run.log_every_n_steps,
         logger=build_loggers(spec.logger, run_dir, "pretrain", resume_step), callbacks=callbacks,
         default_root_dir=str(run_dir / "pretrain"),
-        enable_model_summary=False,
+        enable_model_summary=False, plugins=slurm_plugins(),
     )
     module.peak_flops = peak_flops(trainer.strategy.root_device, plan.precision)
     t0 = time.perf_counter()

@@ -1,0 +1,1 @@
+"""robablate's Hydra launcher plugin (`hydra/launcher=slurm`); Hydra only loads plugins from hydra_plugins."""
