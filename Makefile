@@ -27,7 +27,7 @@ smoke: install
 
 # pytest exits 5 when it collects no test: make treats that as a failure too.
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -m "not slurm" $(ARGS)
 
 bench: install
 	$(PY) experiments/bench_masking.py
