@@ -98,6 +98,12 @@ def test_resumed_run_equals_uninterrupted(tmp_path, cache_dir) -> None:
     assert rows("resumed") == rows("full")
     assert min(int(r["step"]) for r in rows("resumed")) < 4
 
+    # Killed after the final step's checkpoint, before results.json (a SLURM requeue landing there):
+    # the relaunch resumes with nothing left to train and still reports the run's last training loss.
+    (tmp_path / "full" / "results.json").unlink()
+    _, again = run_arm(tmp_path, cache_dir, *common, name="full", logger="csv")
+    assert again["pretrain"]["steps"] == 12 and pretrain_metrics(again) == pretrain_metrics(full)
+
 
 def csv_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:

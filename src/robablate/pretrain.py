@@ -204,19 +204,20 @@ class PretrainModule(pl.LightningModule):
     # -- exact resume: Lightning does not checkpoint RNG states or our counters --------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["robablate"] = {"tokens_seen": self.tokens_seen, "train_time": self.train_time,
-                                   "history": self.history, "torch_rng": torch.get_rng_state(),
+                                   "history": self.history, "last_loss": self.last_loss, "torch_rng": torch.get_rng_state(),
                                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("robablate", {})
         self.tokens_seen = state.get("tokens_seen", 0)
         self.train_time = state.get("train_time", 0.0)
+        # a run resumed from its final step trains nothing more: it reports the loss the checkpoint saw
+        self.last_loss = state.get("last_loss", float("nan"))
         self.history = merge_history(state.get("history", []), self._written_history(), int(checkpoint.get("global_step", 0)))
         if state.get("torch_rng") is not None:
             torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-
 
     def _written_history(self) -> list[dict[str, Any]]:
         import json

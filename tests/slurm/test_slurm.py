@@ -141,7 +141,6 @@ REQUEUE = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20", "
 LONG = ["seed=1", "masking=dynamic", "train.max_steps=120", "train.val_every_steps=10", "trainer.log_every_n_steps=10"]
 
 
-@pytest.mark.xfail(reason="known bug: a requeue that resumes from the final step's checkpoint trains nothing and records train_loss nan (the last training loss is not checkpointed)", strict=False)
 def test_time_limit_requeue_resume(cluster, tmp_path, cache_dir) -> None:
     """The real path: SLURM's time limit -> SIGUSR2 signal_delay_s before it -> submitit requeues the job
     with the same overrides -> `resume=true` continues from the newest checkpoint. Ends where an
