@@ -178,19 +178,6 @@ def identical_arms(jobs: list[tuple[str, Any]], coverage: Any) -> tuple[list[lis
     return [g for g in groups.values() if len(g) > 1], notes
 
 
-def sweep_jobs(config: Any) -> list[list[str]]:
-    """Each job's overrides of a `-m` sweep run by Hydra's basic sweeper (hydra.sweeper.params first,
-    then the command line, as BasicSweeper.sweep does); [] for another sweeper."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
-        return []
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-
-
 def _arm_names(jobs: list[list[str]]) -> list[str]:
     """Each job named by the overrides that vary across the sweep."""
     common = set.intersection(*(set(j) for j in jobs)) if jobs else set()
@@ -211,21 +198,18 @@ class SweepCheck(Callback):
 
     @staticmethod
     def message(config: Any) -> str | None:
-        from hydra.core.global_hydra import GlobalHydra
-        from omegaconf import open_dict
-
         from robablate.config import validate
         from robablate.errors import RobablateError
+        from robablate.relaunch import job_config, sweep_jobs
 
+        if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return None  # another sweeper splits jobs its own way
         jobs = sweep_jobs(config)
         if len(jobs) < 2:
             return None
-        loader = GlobalHydra.instance().config_loader()
         composed = []
         for name, job in zip(_arm_names(jobs), jobs):
-            cfg = loader.load_sweep_config(config, list(job))
-            with open_dict(cfg):
-                del cfg["hydra"]
+            _, cfg = job_config(config, job)
             try:
                 validate(cfg)
             except RobablateError:

@@ -255,25 +255,39 @@ class SweepStart(Callback):
             sys.exit(2)
 
 
+def sweep_jobs(config: Any) -> list[list[str]]:
+    """Each job's overrides of a `-m` sweep as Hydra's basic sweeper splits them (hydra.sweeper.params
+    first, then the command line, as BasicSweeper.sweep does). Shared by every sweep-start check."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def job_config(config: Any, job: list[str]) -> tuple[Path, Any]:
+    """One sweep job's config composed as the launcher composes it: (its run folder, config without hydra)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    cfg = GlobalHydra.instance().config_loader().load_sweep_config(config, list(job))
+    run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return run_dir, cfg
+
+
 def sweep_states(config: Any) -> tuple[dict[str, int], list[str]]:
     """Each job of the sweep composed as the launcher composes it, its folder inspected."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf
 
-    params = config.hydra.sweeper.get("params") or {}
-    args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
-    loader = GlobalHydra.instance().config_loader()
+    jobs = sweep_jobs(config)
     code, counts, refused = current_code(), {"done": 0, "partial": 0, "new": 0}, []
     if not Path(str(config.hydra.sweep.dir)).exists():  # a fresh sweep: nothing to inspect
         return {**counts, "new": len(jobs)}, []
     for job in jobs:
-        cfg = loader.load_sweep_config(config, list(job))
-        run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
-        with open_dict(cfg):
-            del cfg["hydra"]
+        run_dir, cfg = job_config(config, job)
         folder = inspect(run_dir)
         d = decide(folder, OmegaConf.to_container(cfg, resolve=True), code,
                    resume=bool(cfg.get("resume")), overwrite=bool(cfg.get("overwrite")), where=str(run_dir))
