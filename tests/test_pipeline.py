@@ -98,6 +98,15 @@ def test_resumed_run_equals_uninterrupted(tmp_path, cache_dir) -> None:
     assert rows("resumed") == rows("full")
     assert min(int(r["step"]) for r in rows("resumed")) < 4
 
+    # A checkpoint between two validations (every 3 steps: step 9 of 8 and 12): the resumed run trains
+    # with the same dropout masks (the loaders' iterators draw from their own generator, not torch's
+    # global RNG) and has no extra validation point at the stop.
+    extra = ["train.checkpoint_every_steps=3"]
+    run_arm(tmp_path, cache_dir, *common, *extra, "train.stop_at_step=9", name="off_grid", logger="csv")
+    _, off_grid = run_arm(tmp_path, cache_dir, *common, *extra, "resume=true", name="off_grid", logger="csv")
+    assert pretrain_metrics(off_grid) == pretrain_metrics(full)
+    assert off_grid["pretrain"]["history"] == full["pretrain"]["history"]
+
     # Killed after the final step's checkpoint, before results.json (a SLURM requeue landing there):
     # the relaunch resumes with nothing left to train and still reports the run's last training loss.
     (tmp_path / "full" / "results.json").unlink()

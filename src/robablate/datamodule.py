@@ -153,19 +153,27 @@ class PretrainDataModule(pl.LightningDataModule):
     def _start_step(self) -> int:
         return self.trainer.global_step if self.trainer is not None else 0
 
+    def _generator(self) -> torch.Generator:
+        """Each loader's own generator: a DataLoader iterator otherwise draws its base seed from torch's
+        global RNG, which dropout also uses, so a run resumed between two validations (one more iterator
+        created) would train with other dropout masks than the uninterrupted run. Batches and masks do
+        not depend on it (they come from (seed, epoch, index))."""
+        return torch.Generator().manual_seed(self.seed)
+
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
         sampler = PhasedSampler(self.data, self.plan, self.seed, rank, self._start_step)
         return DataLoader(MaskedBatches(self.data, self.masking, self.seed, self.pack), sampler=sampler, batch_size=None,
                           num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=False)
+                          persistent_workers=False, generator=self._generator())
 
     def val_dataloader(self) -> list[DataLoader]:
         bs = max(1, self.plan.micro_batch)
         # Validation masks are fixed (VAL_SEED) and use the dynamic rule's epoch 0 for every arm.
         loaders = [DataLoader(fixed_val_batches(self.data.val_mlm, bs, self.masking, self.data.ids,
-                                                self.data.word_starts), batch_size=None)]
+                                                self.data.word_starts), batch_size=None, generator=self._generator())]
         if self.data.val_nsp is not None:
             loaders.append(DataLoader(fixed_val_batches(self.data.val_nsp, bs, self.masking, self.data.ids,
-                                                        self.data.word_starts), batch_size=None))
+                                                        self.data.word_starts), batch_size=None,
+                                      generator=self._generator()))
         return loaders

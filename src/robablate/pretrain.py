@@ -283,9 +283,11 @@ class StopAtStep(pl.Callback):
     def __init__(self, step: int):
         self.step = step
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
+    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # A lower max_steps, not `should_stop`: Lightning validates when asked to stop early, a point
+        # (and a metrics.csv row) the killed run it stands for would not have.
+        loop = trainer.fit_loop.epoch_loop
+        loop.max_steps = min(loop.max_steps, self.step)
 
 
 def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainModule, dict[str, Any]]:
@@ -349,8 +351,10 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
         if spec.model.init == "pretrained":  # model.init=random: the untrained control arm
             trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     wall = time.perf_counter() - t0
-    # A last validation at the final step, unless the loop just did one (history is the curve).
-    if not module.history or module.history[-1]["step"] != trainer.global_step:
+    # A last validation at the final step, unless the loop just did one (history is the curve). A run
+    # stopped by train.stop_at_step stands for a killed one: no extra point its resumed run would not have.
+    interrupted = run.stop_at_step is not None and trainer.global_step < plan.total_steps
+    if not interrupted and (not module.history or module.history[-1]["step"] != trainer.global_step):
         trainer.validate(module, datamodule=dm, verbose=False)
 
     tokens_local = torch.tensor(float(module.tokens_seen))
@@ -369,7 +373,7 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
         "peak_flops": module.peak_flops,  # per device; null on CPUs and unknown GPUs
         "mfu": (mfu(module.config, plan.phases[-1].max_len, tps / trainer.world_size, module.peak_flops)
                 if module.peak_flops and math.isfinite(tps) else None),
-        "interrupted": bool(run.stop_at_step is not None and trainer.global_step < plan.total_steps),
+        "interrupted": interrupted,
         "world_size": trainer.world_size, "global_rank": trainer.global_rank, "history": module.history,
     }
     section["collapse"] = collapse_section(module, data, final)
