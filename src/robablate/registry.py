@@ -49,15 +49,18 @@ class Readout:
         return importlib.import_module(self.impl)
 
 
-def pairs(name: str, label: str, groups: tuple[tuple[str, str], ...], impl: str, what: str) -> Readout:
-    """A zero-shot minimal-pairs read-out (BLiMP, Zorro): accuracy overall and per group, one value per
-    run; config section `eval.<name>`, results.json section `<name>`, tidy metric `<name>_acc`."""
+def pairs(name: str, label: str, groups: tuple[tuple[str, str], ...], impl: str, what: str,
+          logged: tuple[tuple[str, str], ...] | None = None) -> Readout:
+    """A zero-shot minimal-pairs read-out (BLiMP, Zorro): accuracy overall and per group (results key,
+    label), one value per run; config section `eval.<name>`, results.json section `<name>`, tidy metric
+    `<name>_acc`; W&B gets overall and the `logged` groups (default: the last)."""
     metric = f"{name}_acc"
+    logged = groups[-1:] if logged is None else logged
     return Readout(
         name=name, kind="zero_shot", config_key=f"eval.{name}", results_key=name, label=label, metric=metric,
         impl=impl, timing=f"{name}_s",
         lines=lambda r: sections.pairs_lines(r, name, label, what), part=lambda r: sections.pairs_part(r, name, label),
-        wandb=lambda r: sections.pairs_wandb(r, name, groups), rows=lambda r: sections.pairs_rows(r, name, label, metric, groups))
+        wandb=lambda r: sections.pairs_wandb(r, name, logged), rows=lambda r: sections.pairs_rows(r, name, label, metric, groups))
 
 
 # Order = the order of results.json sections, summaries and report rows (rank = 10 x position + group).

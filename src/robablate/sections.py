@@ -92,11 +92,12 @@ def pairs_part(results: Results, name: str, label: str) -> list[str]:
 
 
 def pairs_wandb(results: Results, name: str, groups: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    """Overall and the last group (BLiMP: the 12 phenomena, its linguistics terms)."""
+    """Overall and each of `groups` (BLiMP logs its 12 phenomena, the linguistics terms)."""
     s = results.get(name) or {}
     out = {f"{name}/overall": s["overall"]} if s.get("overall") is not None else {}
-    key, label = groups[-1]
-    return {**out, **{f"{name}/{label}/{g}": acc for g, acc in (s.get(key) or {}).items()}}
+    for key, label in groups:
+        out.update({f"{name}/{label}/{g}": acc for g, acc in (s.get(key) or {}).items()})
+    return out
 
 
 def pairs_rows(results: Results, name: str, label: str, metric: str, groups: tuple[tuple[str, str], ...]) -> list[Row]:
