@@ -71,6 +71,9 @@ READOUTS: dict[str, Readout] = {r.name: r for r in (
     # BLiMP (Warstadt et al., TACL 2020): 67 paradigms; overall = mean over paradigms, per field and term.
     pairs("blimp", "BLiMP", (("by_field", "field"), ("by_term", "term")), "robablate.readouts.blimp",
           "accuracy, mean over paradigms"),
+    # Zorro (Huebner et al., CoNLL 2021): 23 paradigms in a child-directed vocabulary, per phenomenon.
+    pairs("zorro", "Zorro", (("by_phenomenon", "phenomenon"), ("by_paradigm", "paradigm")), "robablate.readouts.zorro",
+          "accuracy, mean over paradigms", logged=(("by_phenomenon", "phenomenon"), ("by_paradigm", "paradigm"))),
     Readout(name="glue", kind="finetune", config_key="glue", results_key="glue", label="GLUE", metric="score",
             impl="robablate.readouts.glue", timing="finetune_s", lines=sections.glue_lines, part=sections.glue_part,
             wandb=sections.glue_wandb, rows=sections.glue_rows, always=True),
