@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robablate.errors import ConfigError, positive_int_or_none
 from robablate.settings import setting
-from robablate.schema import AXES
+from robablate.schema import AXIS_TABLE
 
 if TYPE_CHECKING:  # imported inside validate: run.py imports this module before torch may load
     from robablate.data.corpus import CorpusSpec
@@ -372,15 +372,10 @@ def _tune(cfg: DictConfig, budget: int) -> tuple[list[float] | None, int | None]
 
 
 def axes_of(cfg: DictConfig, plan: Plan | None = None) -> dict[str, Any]:
-    """The axis values of this arm, as the report groups them (format resolved from `auto`), in AXES order."""
-    values = {
-        "masking": _get(cfg, "masking.name"),
-        "nsp": bool(_get(cfg, "nsp")),
-        "format": plan.format if plan else _get(cfg, "format.name"),
-        "batch": str(_get(cfg, "batch.name")),
-        "seq_len": str(_get(cfg, "seq_len.name")),
-        "scheduler": _get(cfg, "scheduler.name"),
-        "model": _get(cfg, "model.name"),
-        "corpus": _get(cfg, "corpus.name"),
-    }
-    return {a: values[a] for a in AXES}
+    """The axis values of this arm, as the report groups them (format resolved from `auto` by the Plan),
+    in schema.AXIS_TABLE order."""
+    out = {}
+    for a in AXIS_TABLE:
+        v = getattr(plan, a.resolved) if plan is not None and a.resolved else _get(cfg, a.key)
+        out[a.name] = a.cast(v) if a.cast is not None else v
+    return out
