@@ -74,17 +74,12 @@ def test_ties_are_wrong_and_results_have_the_section_schema():
     import torch
 
     from robablate.models.bert import BertConfig, BertForPretraining
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import pre_tokenizers
+
+    from test_blimp import word_tokenizer
 
     pairs = read_zorro(FIXTURE)
-    words = sorted({w for p in pairs for s in (p.good, p.bad) for w in s.split()})
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(specials + words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast = word_tokenizer({w for p in pairs for s in (p.good, p.bad) for w in s.split()}, pre_tokenizers.WhitespaceSplit())
     torch.manual_seed(0)
     model = BertForPretraining(BertConfig(vocab_size=len(fast), hidden_size=32, num_layers=1, num_heads=2,
                                           intermediate_size=64, max_position_embeddings=32), nsp=False)

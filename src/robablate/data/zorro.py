@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robablate.data.blimp import MinimalPair
+from robablate.data.blimp import MinimalPair, paradigm_files
 from robablate.errors import DataError
 
 # Zorro's phenomena, as its paradigm files spell them (phueb/Zorro, sentences/babyberta/).
@@ -58,11 +58,5 @@ def read_paradigm(path: str | Path, max_pairs: int | None = None) -> list[Minima
 def read_zorro(data_dir: str | Path, max_pairs: int | None = None) -> list[MinimalPair]:
     """All pairs of a Zorro folder, paradigm files in name order; DataError if the folder is missing
     or holds no `*.txt` paradigm file (LICENSE and other files are ignored)."""
-    d = Path(data_dir)
-    if not d.is_dir():
-        raise DataError(f"Zorro folder {d} does not exist (expected a folder of <paradigm>.txt files, the "
-                        f"layout of github.com/phueb/Zorro sentences/babyberta/)")
-    files = sorted(p for p in d.glob("*.txt") if p.is_file())
-    if not files:
-        raise DataError(f"Zorro folder {d} has no *.txt files (expected one <paradigm>.txt per paradigm)")
+    files = paradigm_files(data_dir, ".txt", "Zorro", "github.com/phueb/Zorro sentences/babyberta/")
     return [pair for f in files for pair in read_paradigm(f, max_pairs)]
