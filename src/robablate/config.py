@@ -115,7 +115,7 @@ class Specs:
     val_max_len: int                  # validation MLM is measured at this length for every arm
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """What the config means once resolved: the numbers a run actually uses (results["plan"]), and
     the checked settings of every stage (`specs`, not part of results.json)."""
@@ -268,10 +268,7 @@ def validate(cfg: DictConfig) -> Plan:
     accumulate = global_batch // (micro * ws)
 
     # Learning rate and steps: steps derive from the token budget so arms compare at equal compute.
-    lr_batch = _get(cfg, "batch.lr")
-    lr = lr_batch if lr_batch is not None else _get(cfg, "optimizer.lr")
-    _require(isinstance(lr, (int, float)) and lr > 0, "optimizer.lr" if lr_batch is None else "batch.lr",
-             f"expected a positive learning rate, got {lr!r}.")
+    lr, lr_key = peak_lr(cfg)
     mean_len = sum(f * ph.max_len for f, ph in zip(fractions, phases_cfg))
     max_steps, tokens = _get(cfg, "train.max_steps"), None
     if max_steps is not None:
@@ -296,25 +293,38 @@ def validate(cfg: DictConfig) -> Plan:
     optimizer = OptimizerSpec.from_config(cfg.optimizer)
     schedule = ScheduleSpec.from_config(cfg.scheduler)
     warmup = schedule.warmup(total)  # the schedule's own rule: a too-long warmup fails here
+    schedule.check_peak(lr, lr_key)  # polynomial's lr_end below every peak the run may train with
+    if tune_lr:
+        schedule.check_peak(min(tune_lr), "tune.lr")
 
     every = _get(cfg, "train.val_every_steps")
     every = _int_at_least(max(1, total // 10) if every is None else every, "train.val_every_steps")
 
-    plan = Plan(
-        format=fmt.name, nsp=fmt.nsp, phases=phases, total_steps=total, global_batch=global_batch, micro_batch=micro,
-        accumulate=accumulate, world_size=ws, tokens_per_step_target=target, token_batching=unit == "tokens",
-        batch_unit=unit, lr=float(lr), warmup_steps=warmup, val_every_steps=every,
-        precision=resolve_precision(cfg), tune_lr=tune_lr, tune_tokens=tune_tokens,
-    )
     logger = LoggerSpec.from_config(cfg.logger, experiment=str(_get(cfg, "experiment_name", "default")),
-                                    run_dir=_get(cfg, "run_dir"), axes=axes_of(cfg, plan),
+                                    run_dir=_get(cfg, "run_dir"), axes=axes_of(cfg, resolved={"format": fmt.name}),
                                     config=OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
-    plan.specs = Specs(
+    specs = Specs(
         seed=_int_at_least(_get(cfg, "seed", 0), "seed", minimum=0),
         cache_dir=Path(_get(cfg, "cache_dir") or ".cache").resolve(), corpus=corpus, tokenizer=tokenizer,
         format=fmt, masking=masking, model=model, optimizer=optimizer, schedule=schedule, trainer=trainer_spec(cfg),
         logger=logger, val_instances=val_instances, val_max_len=val_len)
-    return plan
+    return Plan(  # built once, frozen: a stage that needs another (resume, the tuned LR) takes a replace()
+        format=fmt.name, nsp=fmt.nsp, phases=phases, total_steps=total, global_batch=global_batch, micro_batch=micro,
+        accumulate=accumulate, world_size=ws, tokens_per_step_target=target, token_batching=unit == "tokens",
+        batch_unit=unit, lr=float(lr), warmup_steps=warmup, val_every_steps=every,
+        precision=resolve_precision(cfg), tune_lr=tune_lr, tune_tokens=tune_tokens, specs=specs,
+    )
+
+
+def peak_lr(cfg: DictConfig) -> tuple[float, str]:
+    """The peak LR and the key it came from, resolved in one place: a batch preset's `batch.lr` (RoBERTa
+    Table 3 pairs each batch size with its LR) wins over `optimizer.lr`; with `tune.lr`, the pilots
+    replace it per arm later (tune.py), from the grid `_tune` checks here."""
+    key = "batch.lr" if _get(cfg, "batch.lr") is not None else "optimizer.lr"
+    lr = _get(cfg, key)
+    _require(isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0, key,
+             f"expected a positive learning rate, got {lr!r}.")
+    return float(lr), key
 
 
 def exact_step_tokens(nominal: list[int], steps: list[int], budget: float) -> list[int]:
@@ -371,11 +381,14 @@ def _tune(cfg: DictConfig, budget: int) -> tuple[list[float] | None, int | None]
     return sorted(float(v) for v in values), int(math.ceil(tokens))
 
 
-def axes_of(cfg: DictConfig, plan: Plan | None = None) -> dict[str, Any]:
-    """The axis values of this arm, as the report groups them (format resolved from `auto` by the Plan),
-    in schema.AXIS_TABLE order."""
+def axes_of(cfg: DictConfig, plan: Plan | None = None, resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The axis values of this arm, as the report groups them (format resolved from `auto` by the Plan,
+    or by `resolved`: Plan field -> value), in schema.AXIS_TABLE order."""
+    if plan is not None:
+        resolved = {a.resolved: getattr(plan, a.resolved) for a in AXIS_TABLE if a.resolved}
+    resolved = resolved or {}
     out = {}
     for a in AXIS_TABLE:
-        v = getattr(plan, a.resolved) if plan is not None and a.resolved else _get(cfg, a.key)
+        v = resolved[a.resolved] if a.resolved in resolved else _get(cfg, a.key)
         out[a.name] = a.cast(v) if a.cast is not None else v
     return out

@@ -105,6 +105,12 @@ class ScheduleSpec(Spec):
         return cls(name=name, warmup_steps=steps, warmup_fraction=frac, power=power, lr_end=lr_end,
                    timescale=int(timescale) if timescale is not None else None)
 
+    def check_peak(self, peak: float, key: str = "optimizer.lr") -> None:
+        """polynomial decays from the peak to lr_end (an absolute LR): lr_end must be below the peak.
+        config.validate calls it with the run's peak (and the smallest tune.lr), before any compute."""
+        if self.name == "polynomial" and not self.lr_end < peak:
+            raise ConfigError(f"scheduler.lr_end={self.lr_end} must be below the peak LR {peak} ({key})")
+
     def warmup(self, total_steps: int) -> int:
         """warmup_steps if set (it must leave steps after it: a ConfigError otherwise), else
         round(warmup_fraction x total_steps), capped so that at least one step follows."""
@@ -171,9 +177,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: "ScheduleSpec | 
     extra: dict[str, Any] = {}
     if spec.name == "polynomial":
         extra = {"power": spec.power, "lr_end": spec.lr_end}  # absolute LR, not a ratio
-        peak = optimizer.defaults["lr"]
-        if not spec.lr_end < peak:
-            raise ConfigError(f"scheduler.lr_end={spec.lr_end} must be below the peak LR {peak}")
+        spec.check_peak(optimizer.defaults["lr"])
     elif spec.name == "inverse_sqrt" and spec.timescale is not None:
         extra = {"timescale": spec.timescale}  # default: the warmup length
     return get_scheduler(SCHEDULERS[spec.name], optimizer, num_warmup_steps=spec.warmup(total_steps),

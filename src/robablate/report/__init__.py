@@ -58,8 +58,7 @@ class Report:
 
 
 def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, str] | None = None,
-                metrics: Iterable[str] | None = None, n_boot: int | None = None,
-                primary: Iterable[str] | None = None) -> Report:
+                metrics: Iterable[str] | None = None, primary: Iterable[str] | None = None) -> Report:
     """Collect and analyse the runs under `paths`. `baseline` maps an axis to its baseline arm,
     `metrics` the tidy metrics to summarise (default: task score + pretraining metrics + BLiMP); an
     unknown key, value or metric raises ConfigError listing the choices. Works with zero complete
@@ -67,8 +66,7 @@ def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, st
     random-init control: they get their own rows and the `gain` table, not an arm of an axis.
     `primary`: the read-outs Holm adjusts over (default: the runs' config `report.primary`, else
     DEFAULT_PRIMARY); every other row is exploratory. Collapsed runs (robablate/collapse.py) are marked
-    in every table and no verdict is drawn from them.
-    `n_boot` is accepted for old callers and ignored: the intervals are Student t (stats.py says why)."""
+    in every table and no verdict is drawn from them."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     runs, problems = load_runs(paths)
