@@ -51,7 +51,7 @@ def test_tidy_rows_carry_readout_kind_group_and_rank():
     assert by_task[("BLiMP term: island_effects", "blimp_acc")]["group"] == "term"
     assert by_task[("RTE", "score")]["kind"] == "finetune" and by_task[("RTE", "score")]["ft_seed"] == 0
     glue = by_task[("GLUE (glue convention, tasks: RTE)", "score")]
-    assert glue["group"] == "score" and glue["readout"] == "glue"
+    assert glue["group"] == "glue" and glue["readout"] == "glue"  # the group names the convention
     order = [r["task"] for r in sorted(rows, key=lambda r: (r["rank"], r["task"]))]
     assert order.index("pretrain") < order.index("BLiMP") < order.index("BLiMP field: syntax") \
         < order.index("BLiMP term: island_effects") < order.index("RTE") < order.index(glue["task"])

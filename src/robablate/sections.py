@@ -181,8 +181,8 @@ def glue_wandb(results: Results) -> dict[str, Any]:
 
 def glue_rows(results: Results) -> list[Row]:
     """Every metric and the task score per fine-tuning seed (group `task`), then the run's own GLUE
-    score per convention (group `score`: one value per run, so its unit of replication is the
-    pretraining seed)."""
+    score per convention (group = the convention: one value per run, so its unit of replication is
+    the pretraining seed)."""
     glue = results.get("glue") or {}  # null/absent: glue=none (pretraining-only run)
     rows: list = []
     for task, t in (glue.get("tasks") or {}).items():
@@ -193,5 +193,5 @@ def glue_rows(results: Results) -> list[Row]:
     for conv, sc in (glue.get("score") or {}).items():
         if isinstance(sc, dict) and sc.get("value") is not None:
             rows.append((glue_task_name(conv, sc.get("tasks") or sc.get("entries") or []), None, "score", sc["value"],
-                         (1, "score")))
+                         (1, conv)))  # the group names the convention (glue, bert, synthetic)
     return _rows(rows)
