@@ -87,23 +87,27 @@ SENTENCES = ["the cat sees the dog", "a dog sees the cat", "the dog", "cat", "th
              "a cat sees a dog near the house", "dog"]
 
 
+def word_tokenizer(words, split=None):
+    """A word-level Hugging Face tokenizer over `words` that adds [CLS]/[SEP] (ids 0-4: the specials)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(specials + sorted(words))}, unk_token="[UNK]"))
+    tok.pre_tokenizer = split or pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
 @pytest.fixture(scope="module")
 def tiny_model_and_tokenizer(tmp_path_factory):
     """A tiny native BERT with large random weights (so log-probabilities are far from uniform), a
     word-level tokenizer that adds [CLS]/[SEP], and the model exported as a Hugging Face folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     from robablate.models.bert import BertConfig, BertForPretraining
     from robablate.models.hf_export import save_hf
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    words = sorted({w for s in SENTENCES for w in s.split()} | {"house", "near", "runs"})
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(specials + words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast = word_tokenizer({w for s in SENTENCES for w in s.split()} | {"house", "near", "runs"})
     torch.manual_seed(0)
     model = BertForPretraining(BertConfig(vocab_size=len(fast), hidden_size=32, num_layers=2, num_heads=2,
                                           intermediate_size=64, max_position_embeddings=32), nsp=False)

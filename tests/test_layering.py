@@ -21,7 +21,7 @@ PACKAGE = SRC / "robablate"
 LAYERS = [
     ["errors", "io", "schema", "settings", "threads", "quiet", "collapse", "trend", "relaunch"],
     ["data"],                                   # pure data code: no Plan, no Lightning wiring
-    ["models", "metrics", "optim", "loggers"],  # the loggers take a LoggerSpec, never the config
+    ["models", "metrics", "optim", "loggers", "registry", "sections"],  # loggers take a LoggerSpec, never the config
     ["config"],                                 # checks every rule (each module owns its own) -> Plan
     ["datamodule", "finetune", "progress"],
     ["pretrain"],
@@ -31,7 +31,7 @@ LAYERS = [
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 # The report is a separate program over results.json files: it must not need the training stack.
-REPORT_ALLOWED = {"errors", "io", "schema", "collapse", "trend", "report"}
+REPORT_ALLOWED = {"errors", "io", "schema", "collapse", "trend", "report", "registry", "sections"}
 HEAVY = {"torch", "lightning", "hydra", "transformers", "omegaconf", "tokenizers"}
 
 

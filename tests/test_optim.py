@@ -145,3 +145,17 @@ def test_scheduler_presets_build(name):
 def test_bad_scheduler_config_names_the_key(bad, key):
     with pytest.raises(ConfigError, match=key):
         lr_at(bad, TOTAL, PEAK, 0)
+
+
+def test_lr_end_above_the_peak_fails_in_validate_before_compute():
+    """scheduler.lr_end is checked against the run's peak LR (and the smallest tune.lr) by config.validate,
+    not only when the optimizer is built after data preparation."""
+    from conftest import compose_cfg
+    from robablate.config import peak_lr, validate
+
+    with pytest.raises(ConfigError, match=r"lr_end=0.01 must be below the peak LR 0.001 \(optimizer.lr\)"):
+        validate(compose_cfg(["scheduler=polynomial", "scheduler.lr_end=0.01", "batch.lr=null", "optimizer.lr=1e-3"]))
+    with pytest.raises(ConfigError, match=r"\(tune.lr\)"):
+        validate(compose_cfg(["scheduler=polynomial", "scheduler.lr_end=1e-4", "tune.lr=[1e-5,1e-3]"]))
+    assert peak_lr(compose_cfg(["batch=8k"])) == (compose_cfg(["batch=8k"]).batch.lr, "batch.lr")
+    assert peak_lr(compose_cfg(["batch.lr=null", "optimizer.lr=2e-3"])) == (2e-3, "optimizer.lr")

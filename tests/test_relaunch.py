@@ -20,7 +20,7 @@ from conftest import CONF, ROOT, run_arm
 from robablate import relaunch
 from robablate.errors import ConfigError
 from robablate.relaunch import Folder, config_diff, decide, inspect, set_aside
-from robablate.tune import NOT_ARM_KEYS
+from robablate.schema import NOT_ARM_KEYS
 
 CODE = {"git_commit": "a" * 40, "git_dirty": False}
 CFG = {"seed": 0, "masking": {"strategy": "static", "dupe_factor": 10}, "run_dir": "/x", "cache_dir": ".c",

@@ -338,7 +338,7 @@ def test_corrupt_foreign_and_failed_are_named(tmp_path, capsys):
     assert tidy["run_dir"].nunique() == 4 and not tidy["run_dir"].str.contains("crashed").any()
 
     out = tmp_path / "out"
-    assert report_main([str(tmp_path), "--out", str(out), "--bootstrap", "200"]) == 0
+    assert report_main([str(tmp_path), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     for name in ("bad", "other", "future"):
         assert str(tmp_path / name / "results.json") in err
@@ -398,7 +398,7 @@ def test_write_report_files(tmp_path):
 
 def test_cli_writes_default_out_and_prints_table(tmp_path, capsys):
     two_arm_sweep(tmp_path, np.array([0.7, 0.72]), np.full(2, 0.02))
-    assert report_main([str(tmp_path), "--bootstrap", "200", "--metric", "score", "val_mlm_loss"]) == 0
+    assert report_main([str(tmp_path), "--metric", "score", "val_mlm_loss"]) == 0
     out = capsys.readouterr().out
     assert "dynamic" in out and "val_mlm_loss" in out and "tokens_per_s" not in out
     assert (tmp_path / "report" / "report.md").exists()
@@ -411,7 +411,7 @@ def test_wandb_offline_logs_summary(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     two_arm_sweep(tmp_path / "sweep", np.array([0.7, 0.72]), np.full(2, 0.0123))
     try:
-        assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--bootstrap", "200",
+        assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"),
                             "--wandb"]) == 0
     finally:
         wandb.teardown()

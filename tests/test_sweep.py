@@ -74,8 +74,7 @@ def test_report_cli_over_sweep_shows_both_arms(smoke_sweep, tmp_path) -> None:
     and writes the Markdown/LaTeX/CSV tables and the PNG plots."""
     sweep = sweep_ok(smoke_sweep)
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "robablate.report", str(sweep), "--out", str(out),
-                           "--bootstrap", "300"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "robablate.report", str(sweep), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = proc.stdout.splitlines()
     assert any(r.startswith("static (base)") for r in rows), proc.stdout[-3000:]

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robablate.errors import ConfigError, positive_int_or_none
 from robablate.settings import setting
-from robablate.schema import AXES
+from robablate.schema import AXIS_TABLE
 
 if TYPE_CHECKING:  # imported inside validate: run.py imports this module before torch may load
     from robablate.data.corpus import CorpusSpec
@@ -115,7 +115,7 @@ class Specs:
     val_max_len: int                  # validation MLM is measured at this length for every arm
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """What the config means once resolved: the numbers a run actually uses (results["plan"]), and
     the checked settings of every stage (`specs`, not part of results.json)."""
@@ -152,10 +152,6 @@ class Plan:
         return out
 
 
-def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
-    return setting(cfg, key, default)
-
-
 def _require(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"Invalid config `{key}`: {msg}")
@@ -170,7 +166,7 @@ def _int_at_least(value: Any, key: str, minimum: int = 1) -> int:
 
 
 def _positive_number(cfg: DictConfig, key: str) -> float:
-    v = _get(cfg, key)
+    v = setting(cfg, key)
     _require(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, key,
              f"expected a positive number, got {v!r}.")
     return v
@@ -178,12 +174,12 @@ def _positive_number(cfg: DictConfig, key: str) -> float:
 
 def world_size(cfg: DictConfig) -> int:
     """Processes that share the global batch: devices x nodes (devices=-1/auto = all visible GPUs)."""
-    devices = _get(cfg, "trainer.devices", 1)
-    nodes = int(_get(cfg, "trainer.num_nodes", 1) or 1)
+    devices = setting(cfg, "trainer.devices", 1)
+    nodes = int(setting(cfg, "trainer.num_nodes", 1) or 1)
     if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
         n = len(devices)
     elif devices in (-1, "-1", "auto"):
-        accel = _get(cfg, "trainer.accelerator", "auto")
+        accel = setting(cfg, "trainer.accelerator", "auto")
         n = 1
         if accel in ("gpu", "cuda", "auto"):
             import torch
@@ -199,12 +195,12 @@ def world_size(cfg: DictConfig) -> int:
 
 
 def resolve_precision(cfg: DictConfig) -> str:
-    p = str(_get(cfg, "train.precision", "auto"))
+    p = str(setting(cfg, "train.precision", "auto"))
     if p != "auto":
         return p
     import torch
 
-    accel = _get(cfg, "trainer.accelerator", "auto")
+    accel = setting(cfg, "trainer.accelerator", "auto")
     on_gpu = accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
     return "bf16-mixed" if on_gpu else "32-true"
 
@@ -221,13 +217,14 @@ def validate(cfg: DictConfig) -> Plan:
     from robablate.models.bert import ModelSpec
     from robablate.optim import OptimizerSpec, ScheduleSpec
 
-    fmt = FormatSpec.from_config(_get(cfg, "format.name"), _get(cfg, "nsp"), _get(cfg, "seq_len.short_seq_prob", 0.0))
+    fmt = FormatSpec.from_config(setting(cfg, "format.name"), setting(cfg, "nsp"),
+                                 setting(cfg, "seq_len.short_seq_prob", 0.0))
     masking = MaskingSpec.from_config(cfg.masking)  # BERT §3.1 / RoBERTa §4.1; docs/facts.md §2
 
     # Model (the vocabulary comes from the tokenizer later) and sequence length.
     model = ModelSpec.from_config(cfg.model)
     max_pos = model.arch.max_position_embeddings
-    phases_cfg = _get(cfg, "seq_len.phases")
+    phases_cfg = setting(cfg, "seq_len.phases")
     _require(phases_cfg is not None and len(phases_cfg) > 0, "seq_len.phases", "expected at least one phase.")
     fractions = [float(ph.fraction) for ph in phases_cfg]
     _require(abs(sum(fractions) - 1.0) < 1e-6 and all(f > 0 for f in fractions), "seq_len.phases",
@@ -238,23 +235,23 @@ def validate(cfg: DictConfig) -> Plan:
         _require(L <= max_pos, "seq_len",
                  f"sequence length {L} exceeds the model's position embeddings "
                  f"(model.max_position_embeddings={max_pos}); pick seq_len <= {max_pos} or a larger model.")
-    val_len = int(_get(cfg, "train.val_max_len", phases_cfg[0].max_len))
+    val_len = int(setting(cfg, "train.val_max_len", phases_cfg[0].max_len))
     _require(8 <= val_len <= max_pos, "train.val_max_len", f"expected 8..{max_pos}, got {val_len}.")
-    val_instances = _int_at_least(_get(cfg, "train.val_instances", 512), "train.val_instances")
+    val_instances = _int_at_least(setting(cfg, "train.val_instances", 512), "train.val_instances")
 
     tokenizer = TokenizerSpec.from_config(cfg.tokenizer)
     corpus = CorpusSpec.from_config(cfg.corpus)  # the keys only: check_corpus reads the files
 
     # Batch: the global batch is realised as micro-batch x accumulation x devices (RoBERTa Table 3).
-    size = _get(cfg, "batch.size")
-    scale = _get(cfg, "batch.scale", 1.0) or 1.0
+    size = setting(cfg, "batch.size")
+    scale = setting(cfg, "batch.scale", 1.0) or 1.0
     _int_at_least(size, "batch.size")
-    unit = _get(cfg, "batch.unit", "tokens")
+    unit = setting(cfg, "batch.unit", "tokens")
     _require(unit in BATCH_UNITS, "batch.unit", f"expected one of {BATCH_UNITS}, got {unit!r}.")
     _require(isinstance(scale, (int, float)) and scale > 0, "batch.scale", f"expected a positive number, got {scale!r}.")
     global_batch = max(1, int(round(size * scale)))
     ws = world_size(cfg)
-    micro = _get(cfg, "batch.micro_batch_size")
+    micro = setting(cfg, "batch.micro_batch_size")
     if micro is None:
         _require(global_batch % ws == 0, "batch.size",
                  f"the global batch ({global_batch} sequences) must be divisible by the number of devices "
@@ -268,12 +265,9 @@ def validate(cfg: DictConfig) -> Plan:
     accumulate = global_batch // (micro * ws)
 
     # Learning rate and steps: steps derive from the token budget so arms compare at equal compute.
-    lr_batch = _get(cfg, "batch.lr")
-    lr = lr_batch if lr_batch is not None else _get(cfg, "optimizer.lr")
-    _require(isinstance(lr, (int, float)) and lr > 0, "optimizer.lr" if lr_batch is None else "batch.lr",
-             f"expected a positive learning rate, got {lr!r}.")
+    lr, lr_key = peak_lr(cfg)
     mean_len = sum(f * ph.max_len for f, ph in zip(fractions, phases_cfg))
-    max_steps, tokens = _get(cfg, "train.max_steps"), None
+    max_steps, tokens = setting(cfg, "train.max_steps"), None
     if max_steps is not None:
         total = _int_at_least(max_steps, "train.max_steps")
     else:
@@ -296,25 +290,38 @@ def validate(cfg: DictConfig) -> Plan:
     optimizer = OptimizerSpec.from_config(cfg.optimizer)
     schedule = ScheduleSpec.from_config(cfg.scheduler)
     warmup = schedule.warmup(total)  # the schedule's own rule: a too-long warmup fails here
+    schedule.check_peak(lr, lr_key)  # polynomial's lr_end below every peak the run may train with
+    if tune_lr:
+        schedule.check_peak(min(tune_lr), "tune.lr")
 
-    every = _get(cfg, "train.val_every_steps")
+    every = setting(cfg, "train.val_every_steps")
     every = _int_at_least(max(1, total // 10) if every is None else every, "train.val_every_steps")
 
-    plan = Plan(
+    logger = LoggerSpec.from_config(cfg.logger, experiment=str(setting(cfg, "experiment_name", "default")),
+                                    run_dir=setting(cfg, "run_dir"), axes=axes_of(cfg, resolved={"format": fmt.name}),
+                                    config=OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+    specs = Specs(
+        seed=_int_at_least(setting(cfg, "seed", 0), "seed", minimum=0),
+        cache_dir=Path(setting(cfg, "cache_dir") or ".cache").resolve(), corpus=corpus, tokenizer=tokenizer,
+        format=fmt, masking=masking, model=model, optimizer=optimizer, schedule=schedule, trainer=trainer_spec(cfg),
+        logger=logger, val_instances=val_instances, val_max_len=val_len)
+    return Plan(  # built once, frozen: a stage that needs another (resume, the tuned LR) takes a replace()
         format=fmt.name, nsp=fmt.nsp, phases=phases, total_steps=total, global_batch=global_batch, micro_batch=micro,
         accumulate=accumulate, world_size=ws, tokens_per_step_target=target, token_batching=unit == "tokens",
         batch_unit=unit, lr=float(lr), warmup_steps=warmup, val_every_steps=every,
-        precision=resolve_precision(cfg), tune_lr=tune_lr, tune_tokens=tune_tokens,
+        precision=resolve_precision(cfg), tune_lr=tune_lr, tune_tokens=tune_tokens, specs=specs,
     )
-    logger = LoggerSpec.from_config(cfg.logger, experiment=str(_get(cfg, "experiment_name", "default")),
-                                    run_dir=_get(cfg, "run_dir"), axes=axes_of(cfg, plan),
-                                    config=OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
-    plan.specs = Specs(
-        seed=_int_at_least(_get(cfg, "seed", 0), "seed", minimum=0),
-        cache_dir=Path(_get(cfg, "cache_dir") or ".cache").resolve(), corpus=corpus, tokenizer=tokenizer,
-        format=fmt, masking=masking, model=model, optimizer=optimizer, schedule=schedule, trainer=trainer_spec(cfg),
-        logger=logger, val_instances=val_instances, val_max_len=val_len)
-    return plan
+
+
+def peak_lr(cfg: DictConfig) -> tuple[float, str]:
+    """The peak LR and the key it came from, resolved in one place: a batch preset's `batch.lr` (RoBERTa
+    Table 3 pairs each batch size with its LR) wins over `optimizer.lr`; with `tune.lr`, the pilots
+    replace it per arm later (tune.py), from the grid `_tune` checks here."""
+    key = "batch.lr" if setting(cfg, "batch.lr") is not None else "optimizer.lr"
+    lr = setting(cfg, key)
+    _require(isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0, key,
+             f"expected a positive learning rate, got {lr!r}.")
+    return float(lr), key
 
 
 def exact_step_tokens(nominal: list[int], steps: list[int], budget: float) -> list[int]:
@@ -330,25 +337,26 @@ def exact_step_tokens(nominal: list[int], steps: list[int], budget: float) -> li
 
 def trainer_spec(cfg: DictConfig) -> TrainerSpec:
     """The `trainer` group and train.*'s run knobs, checked."""
-    devices = _get(cfg, "trainer.devices", 1)
+    devices = setting(cfg, "trainer.devices", 1)
     return TrainerSpec(
-        accelerator=str(_get(cfg, "trainer.accelerator", "auto")),
+        accelerator=str(setting(cfg, "trainer.accelerator", "auto")),
         devices=list(devices) if OmegaConf.is_list(devices) else devices,
-        num_nodes=int(_get(cfg, "trainer.num_nodes", 1) or 1), strategy=str(_get(cfg, "trainer.strategy", "auto")),
-        deterministic=_get(cfg, "trainer.deterministic", True),
-        enable_progress_bar=bool(_get(cfg, "trainer.enable_progress_bar", True)),
-        log_every_n_steps=_int_at_least(_get(cfg, "trainer.log_every_n_steps", 10), "trainer.log_every_n_steps"),
-        num_workers=_int_at_least(_get(cfg, "train.num_workers", 0), "train.num_workers", minimum=0),
-        compile=bool(_get(cfg, "train.compile", False)), pack=bool(_get(cfg, "train.pack", True)),
-        checkpoint_every_steps=positive_int_or_none(_get(cfg, "train.checkpoint_every_steps"),
+        num_nodes=int(setting(cfg, "trainer.num_nodes", 1) or 1),
+        strategy=str(setting(cfg, "trainer.strategy", "auto")),
+        deterministic=setting(cfg, "trainer.deterministic", True),
+        enable_progress_bar=bool(setting(cfg, "trainer.enable_progress_bar", True)),
+        log_every_n_steps=_int_at_least(setting(cfg, "trainer.log_every_n_steps", 10), "trainer.log_every_n_steps"),
+        num_workers=_int_at_least(setting(cfg, "train.num_workers", 0), "train.num_workers", minimum=0),
+        compile=bool(setting(cfg, "train.compile", False)), pack=bool(setting(cfg, "train.pack", True)),
+        checkpoint_every_steps=positive_int_or_none(setting(cfg, "train.checkpoint_every_steps"),
                                                     "train.checkpoint_every_steps"),
-        stop_at_step=positive_int_or_none(_get(cfg, "train.stop_at_step"), "train.stop_at_step"),
-        resume=bool(_get(cfg, "resume", False)))
+        stop_at_step=positive_int_or_none(setting(cfg, "train.stop_at_step"), "train.stop_at_step"),
+        resume=bool(setting(cfg, "resume", False)))
 
 
 def _tune(cfg: DictConfig, budget: int) -> tuple[list[float] | None, int | None]:
     """The checked per-arm LR grid and pilot budget (tune.py runs them), or (None, None) without a grid."""
-    grid = _get(cfg, "tune.lr")
+    grid = setting(cfg, "tune.lr")
     if grid is None:
         return None, None
     expected = "expected a list of at least 2 distinct positive learning rates, e.g. tune.lr=[3e-4,1e-3,3e-3]"
@@ -358,29 +366,27 @@ def _tune(cfg: DictConfig, budget: int) -> tuple[list[float] | None, int | None]
              for v in values)
     _require(ok and len(values) >= 2 and len(set(values)) == len(values), "tune.lr",
              f"{expected} (each in (0, 1)), got {values!r}.")
-    tokens = _get(cfg, "tune.tokens")
+    tokens = setting(cfg, "tune.tokens")
     if tokens is None:
-        frac = _get(cfg, "tune.fraction", 0.25)
+        frac = setting(cfg, "tune.fraction", 0.25)
         _require(isinstance(frac, (int, float)) and 0 < frac <= 1, "tune.fraction",
                  f"expected a fraction in (0, 1] of the run's token budget, got {frac!r}.")
         tokens = frac * budget
     else:
         _require(isinstance(tokens, (int, float)) and not isinstance(tokens, bool) and tokens > 0, "tune.tokens",
                  f"expected a positive number of tokens (or null for tune.fraction x the budget), got {tokens!r}.")
-    _int_at_least(_get(cfg, "tune.seed", 0), "tune.seed", minimum=0)
+    _int_at_least(setting(cfg, "tune.seed", 0), "tune.seed", minimum=0)
     return sorted(float(v) for v in values), int(math.ceil(tokens))
 
 
-def axes_of(cfg: DictConfig, plan: Plan | None = None) -> dict[str, Any]:
-    """The axis values of this arm, as the report groups them (format resolved from `auto`), in AXES order."""
-    values = {
-        "masking": _get(cfg, "masking.name"),
-        "nsp": bool(_get(cfg, "nsp")),
-        "format": plan.format if plan else _get(cfg, "format.name"),
-        "batch": str(_get(cfg, "batch.name")),
-        "seq_len": str(_get(cfg, "seq_len.name")),
-        "scheduler": _get(cfg, "scheduler.name"),
-        "model": _get(cfg, "model.name"),
-        "corpus": _get(cfg, "corpus.name"),
-    }
-    return {a: values[a] for a in AXES}
+def axes_of(cfg: DictConfig, plan: Plan | None = None, resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The axis values of this arm, as the report groups them (format resolved from `auto` by the Plan,
+    or by `resolved`: Plan field -> value), in schema.AXIS_TABLE order."""
+    if plan is not None:
+        resolved = {a.resolved: getattr(plan, a.resolved) for a in AXIS_TABLE if a.resolved}
+    resolved = resolved or {}
+    out = {}
+    for a in AXIS_TABLE:
+        v = resolved[a.resolved] if a.resolved in resolved else setting(cfg, a.key)
+        out[a.name] = a.cast(v) if a.cast is not None else v
+    return out

@@ -260,23 +260,11 @@ def build_loggers(spec: LoggerSpec, run_dir: Path, job_type: str, resume_step: i
 
 def results_summary(results: dict[str, Any]) -> dict[str, Any]:
     """The numbers a dashboard compares arms by, flattened from results.json."""
+    from robablate.registry import READOUTS
+
     out: dict[str, Any] = {"status": results.get("status")}
-    for k, v in (results.get("pretrain") or {}).items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[f"pretrain/{k}"] = v
-    glue = results.get("glue") or {}
-    for task, t in (glue.get("tasks") or {}).items():
-        med = (t.get("summary") or {}).get("median")
-        if med is not None:
-            out[f"glue/{task}"] = med
-    for conv, sc in (glue.get("score") or {}).items():
-        if isinstance(sc, dict) and sc.get("value") is not None:
-            out[f"glue/score_{conv}"] = sc["value"]
-    blimp = results.get("blimp") or {}  # eval=blimp: overall and the 12 phenomena (linguistics terms)
-    if blimp.get("overall") is not None:
-        out["blimp/overall"] = blimp["overall"]
-    for term, acc in (blimp.get("by_term") or {}).items():
-        out[f"blimp/term/{term}"] = acc
+    for readout in READOUTS.values():  # pretrain/*, each zero-shot read-out's overall and groups, glue/*
+        out.update(readout.wandb(results))
     return out
 
 

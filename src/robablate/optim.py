@@ -28,10 +28,6 @@ SCHEDULERS = {
 }
 
 
-def _get(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    return setting(cfg, key, default, null_is_default=True)
-
-
 def validate_lr(lr: Any, key: str = "optimizer.lr") -> float:
     try:
         value = float(lr)
@@ -56,10 +52,10 @@ class OptimizerSpec(Spec):
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], section: str = "optimizer") -> "OptimizerSpec":
         """Every `optimizer` rule (null = the default); `section` names the keys in the messages."""
-        betas = _get(cfg, "betas", [0.9, 0.999])
+        betas = setting(cfg, "betas", [0.9, 0.999], null_is_default=True)
         if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
             raise ConfigError(f"{section}.betas must be two numbers in [0, 1), got {list(betas)!r}")
-        values = {key: float(_get(cfg, key, default)) for key, default in
+        values = {key: float(setting(cfg, key, default, null_is_default=True)) for key, default in
                   (("eps", 1e-6), ("weight_decay", 0.0), ("grad_clip", 0.0))}
         if not values["eps"] > 0:
             raise ConfigError(f"{section}.eps must be > 0, got {cfg.get('eps')!r}")
@@ -93,10 +89,11 @@ class ScheduleSpec(Spec):
         steps = cfg.get("warmup_steps")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
             raise ConfigError(f"{section}.warmup_steps must be a non-negative integer or null, got {steps!r}")
-        frac = float(_get(cfg, "warmup_fraction", 0.0))
+        frac = float(setting(cfg, "warmup_fraction", 0.0, null_is_default=True))
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"{section}.warmup_fraction must be in [0, 1), got {frac!r}")
-        power, lr_end = float(_get(cfg, "power", 1.0)), float(_get(cfg, "lr_end", 0.0))
+        power = float(setting(cfg, "power", 1.0, null_is_default=True))
+        lr_end = float(setting(cfg, "lr_end", 0.0, null_is_default=True))
         if not power > 0:
             raise ConfigError(f"{section}.power must be > 0, got {cfg.get('power')!r}")
         if not lr_end >= 0:
@@ -104,6 +101,12 @@ class ScheduleSpec(Spec):
         timescale = cfg.get("timescale")
         return cls(name=name, warmup_steps=steps, warmup_fraction=frac, power=power, lr_end=lr_end,
                    timescale=int(timescale) if timescale is not None else None)
+
+    def check_peak(self, peak: float, key: str = "optimizer.lr") -> None:
+        """polynomial decays from the peak to lr_end (an absolute LR): lr_end must be below the peak.
+        config.validate calls it with the run's peak (and the smallest tune.lr), before any compute."""
+        if self.name == "polynomial" and not self.lr_end < peak:
+            raise ConfigError(f"scheduler.lr_end={self.lr_end} must be below the peak LR {peak} ({key})")
 
     def warmup(self, total_steps: int) -> int:
         """warmup_steps if set (it must leave steps after it: a ConfigError otherwise), else
@@ -171,9 +174,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: "ScheduleSpec | 
     extra: dict[str, Any] = {}
     if spec.name == "polynomial":
         extra = {"power": spec.power, "lr_end": spec.lr_end}  # absolute LR, not a ratio
-        peak = optimizer.defaults["lr"]
-        if not spec.lr_end < peak:
-            raise ConfigError(f"scheduler.lr_end={spec.lr_end} must be below the peak LR {peak}")
+        spec.check_peak(optimizer.defaults["lr"])
     elif spec.name == "inverse_sqrt" and spec.timescale is not None:
         extra = {"timescale": spec.timescale}  # default: the warmup length
     return get_scheduler(SCHEDULERS[spec.name], optimizer, num_warmup_steps=spec.warmup(total_steps),

@@ -17,6 +17,7 @@ from robablate.config import Plan, axes_of, validate
 from robablate.errors import ConfigError, RobablateError
 from robablate.overrides import check_arguments
 from robablate.quiet import quiet_third_party
+from robablate.registry import READOUTS, Context, Readout
 from robablate.relaunch import prepare_run, start_run
 from robablate.results import environment, write_results
 
@@ -69,35 +70,32 @@ def readout_config(cfg: DictConfig, key: str) -> dict[str, Any] | None:
     return None if node is None else OmegaConf.to_container(node, resolve=True)
 
 
-def check_inputs(cfg: DictConfig, plan: Plan, tasks: list[str], stage: str) -> list | None:
-    """Open and validate every input the run will read, before any compute, so a bad file fails in
-    seconds rather than after pretraining: the corpus files (they decode; corpus.errors decides what an
-    undecodable one does) and every local GLUE file of the chosen tasks (each row parses, each label is
-    known, no split is empty). Errors name the file and the line. Returns the BLiMP pairs it read
-    (eval=blimp), so they are scored without reading the files again; else None."""
-    if stage != "finetune":
-        from robablate.data.corpus import check_corpus
-
-        check_corpus(plan.specs.corpus)
-    if tasks:
-        from robablate.readouts.glue import check_glue_files
-
-        check_glue_files(readout_config(cfg, "glue"))
-    # Read-outs with their own files (BLiMP, robablate.readouts) add their file check here.
-    if readout_config(cfg, "eval.blimp") is not None and stage != "finetune":
-        from robablate.readouts import blimp
-
-        return blimp.check(readout_config(cfg, "eval.blimp"))  # every BLiMP file parses (errors name file and line)
-    return None
+def active_readouts(cfg: DictConfig) -> list[tuple[Readout, dict[str, Any] | None]]:
+    """The read-outs this config asks for (robablate/registry.py), each with its own config section;
+    the validation MLM read-out is part of pretraining and has nothing to run."""
+    return [(r, readout_config(cfg, r.config_key)) for r in READOUTS.values()
+            if r.impl is not None and (r.always or OmegaConf.select(cfg, r.config_key) is not None)]
 
 
-def check_glue(cfg: DictConfig) -> list[str]:
-    """Task names and data folders checked before any compute (the readers check the files)."""
-    if cfg.glue.get("name") == "none":  # glue=none wins over a preset's task list
-        return []
-    from robablate.readouts.glue import check_glue_config
+def check_readouts(readouts, stage: str) -> dict[str, Any]:
+    """Every read-out's config and input files, before any compute, so a bad file fails in seconds
+    rather than after pretraining (errors name the file and the line); returns what each `run` needs
+    (BLiMP's pairs, read once; GLUE's task names)."""
+    return {r.name: r.implementation().check(section, stage) for r, section in readouts}
 
-    return [spec.name for spec in check_glue_config(cfg.glue)]
+
+def run_readouts(readouts, kind: str, prepared: dict[str, Any], timings: dict[str, float], **context: Any
+                 ) -> dict[str, Any]:
+    """Run the read-outs of one kind; return their results.json sections (timings updated)."""
+    out = {}
+    for r, section in readouts:
+        if r.kind != kind:
+            continue
+        t = time.perf_counter()
+        out[r.results_key] = r.implementation().run(Context(section, prepared[r.name], **context))
+        if out[r.results_key] and r.timing:
+            timings[r.timing] = out[r.results_key].get("wall_s", time.perf_counter() - t)
+    return out
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -105,7 +103,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     plan: Plan = validate(cfg)  # bad configs stop here, before any compute
     check_arguments(cfg, overrides_of(cfg), plan.total_steps, sweep=is_sweep())  # typed but moot
-    tasks = check_glue(cfg)
+    readouts = active_readouts(cfg)
+    for r, section in readouts:  # each read-out's config, before the run folder exists
+        r.implementation().check_config(section)
     run_dir = writable_dir(resolve_run_dir(cfg))
     results_path = run_dir / "results.json"
     stage = cfg.get("stage", "all")
@@ -124,7 +124,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return {**prev, "skipped": True}
         if decision.action == "resume":  # a partial run of this config: continue it exactly
             plan = replace(plan, specs=replace(plan.specs, trainer=replace(plan.specs.trainer, resume=True)))
-    blimp_pairs = check_inputs(cfg, plan, tasks if stage != "pretrain" else [], stage)  # bad data stops here
+    if stage != "finetune":
+        from robablate.data.corpus import check_corpus
+
+        check_corpus(plan.specs.corpus)  # the corpus files decode (corpus.errors decides what an undecodable one does)
+    prepared = check_readouts(readouts, stage)  # bad data stops here
     quiet_third_party()  # third-party noise only (after the checks: it imports transformers)
     init = plan.specs.model.init  # "random": the untrained control arm (model.init=random)
 
@@ -170,21 +174,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         save_hf(module.model, hf_dir, tokenizer=data.tokenizer)
         section["hf_dir"] = str(hf_dir)
         timings = {**data.timings, "pretrain_s": section["wall_s"]}
-        if readout_config(cfg, "eval.blimp") is not None:  # eval=blimp: zero-shot, before fine-tuning
-            from robablate.readouts import blimp
-
-            base["blimp"] = blimp.evaluate(module.model, data.tokenizer, readout_config(cfg, "eval.blimp"), blimp_pairs)
-            timings["blimp_s"] = base["blimp"]["wall_s"]
-
-        glue: dict[str, Any] = {}
-        if tasks and stage == "all":
-            from robablate.readouts.glue import finetune_all
-
-            t = time.perf_counter()
-            glue = finetune_all(readout_config(cfg, "glue"), plan, run_dir, hf_dir, data.tokenizer)
-            timings["finetune_s"] = time.perf_counter() - t
+        context = dict(plan=plan, run_dir=run_dir, hf_dir=hf_dir, model=module.model, tokenizer=data.tokenizer)
+        base.update(run_readouts(readouts, "zero_shot", prepared, timings, **context))  # before fine-tuning
+        finetuned = run_readouts(readouts, "finetune", prepared, timings, **context)  # stage=pretrain: no tasks
         timings["total_s"] = time.perf_counter() - t_start
-        results = {**base, "status": "complete", "pretrain": section, "glue": glue,
+        results = {**base, "status": "complete", "pretrain": section, **finetuned,
                    "environment": environment(data.fingerprint), "timings": timings}
         write_results(results_path, results)
         return results

@@ -11,18 +11,12 @@ from __future__ import annotations
 import sys
 from typing import Any, Mapping
 
+from robablate.sections import format_tokens
+
 
 def bars_fit_output() -> bool:
     """Whether per-batch progress bars go to a terminal (tqdm draws on stderr); not in a file or pipe."""
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
-
-
-def format_tokens(n: float) -> str:
-    """1234 -> "1.2k", 2_000_000 -> "2.0M" (a progress line, not a table)."""
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.1f}{unit}"
-    return f"{int(n)}"
 
 
 def progress_text(step: int, total_steps: int, tokens: float, token_budget: float) -> str:

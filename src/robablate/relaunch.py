@@ -33,14 +33,8 @@ from typing import Any
 
 from robablate.errors import ConfigError
 from robablate.io import atomic_write_json
+from robablate.schema import RUN_ONLY_KEYS, not_arm  # the keys that never change a run's numbers: schema.py
 
-# Keys that never change a run's numbers: where it writes, how fast it runs, what it logs. The one list:
-# tune.NOT_ARM_KEYS extends it, and conf/hydra/default.yaml's override_dirname.exclude_keys must hold
-# each of them (tests/test_relaunch.py checks), so a relaunch that changes one finds the same folder.
-RUN_ONLY_KEYS = ("run_dir", "resume", "overwrite", "cache_dir", "experiment_name", "logger", "hydra",
-                 "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
-                 "trainer.enable_progress_bar", "trainer.log_every_n_steps", "train.num_workers",
-                 "train.compile", "train.checkpoint_every_steps", "train.stop_at_step", "report")
 STARTED = "started.json"  # the config and code a run started with (what a partial run is checked against)
 CHECKPOINT = Path("pretrain") / "checkpoints" / "last.ckpt"
 
@@ -89,7 +83,7 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _ignored(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in RUN_ONLY_KEYS)
+    return not_arm(key, RUN_ONLY_KEYS)
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

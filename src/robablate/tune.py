@@ -30,13 +30,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from robablate.config import Plan, validate
 from robablate.errors import ConfigError
 from robablate.io import atomic_dir, atomic_write_json, cache_key
-from robablate.relaunch import RUN_ONLY_KEYS
+from robablate.schema import NOT_ARM_KEYS
 
 TUNE_VERSION = 1  # bump when pilots or the rule change: old choices are then not reused
-# Keys that do not define an arm's pretraining: the LR under tuning, the seed (every seed of an arm
-# uses one LR), where and how it runs and logs, and the read-outs after pretraining.
-NOT_ARM_KEYS = (*RUN_ONLY_KEYS, "seed", "batch.lr", "optimizer.lr", "stage", "trainer", "glue", "eval",
-                "model.init", "train.val_every_steps")
+# Keys a pilot's choice does not depend on: the keys that are not part of an arm (schema.NOT_ARM_KEYS:
+# every seed of an arm uses one LR), the LR under tuning, and what runs after pretraining (read-outs,
+# the control switch, the validation schedule). The tuning cache key is the arm without them.
+PILOT_IGNORED_KEYS = (*NOT_ARM_KEYS, "batch.lr", "optimizer.lr", "glue", "eval", "model.init",
+                      "train.val_every_steps")
 
 
 def selection_rule(tokens: int, seed: int) -> str:
@@ -46,9 +47,9 @@ def selection_rule(tokens: int, seed: int) -> str:
 
 
 def arm_key(cfg: DictConfig) -> str:
-    """Hash of the arm's definition without seed and LR (NOT_ARM_KEYS): the tuning cache key."""
+    """Hash of the arm's definition without seed and LR (PILOT_IGNORED_KEYS): the tuning cache key."""
     arm = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_ARM_KEYS:
+    for key in PILOT_IGNORED_KEYS:
         *parents, last = key.split(".")
         node = arm
         for p in parents:

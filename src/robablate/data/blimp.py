@@ -99,15 +99,17 @@ def read_paradigm(path: str | Path, max_pairs: int | None = None) -> list[Minima
     return pairs
 
 
-def paradigm_files(data_dir: str | Path) -> list[Path]:
-    """The sorted `*.jsonl` files of a BLiMP folder; DataError if the folder is missing or has none."""
+def paradigm_files(data_dir: str | Path, suffix: str = ".jsonl", suite: str = "BLiMP",
+                   layout: str = "github.com/alexwarstadt/blimp data/") -> list[Path]:
+    """The sorted `*<suffix>` files of a minimal-pairs folder (one paradigm a file: BLiMP, Zorro);
+    DataError if the folder is missing or has none."""
     d = Path(data_dir)
     if not d.is_dir():
-        raise DataError(f"BLiMP folder {d} does not exist (expected a folder of <paradigm>.jsonl files, "
-                        f"the layout of github.com/alexwarstadt/blimp data/)")
-    files = sorted(p for p in d.glob("*.jsonl") if p.is_file())
+        raise DataError(f"{suite} folder {d} does not exist (expected a folder of <paradigm>{suffix} files, "
+                        f"the layout of {layout})")
+    files = sorted(p for p in d.glob(f"*{suffix}") if p.is_file())
     if not files:
-        raise DataError(f"BLiMP folder {d} has no *.jsonl files (expected one <paradigm>.jsonl per paradigm)")
+        raise DataError(f"{suite} folder {d} has no *{suffix} files (expected one <paradigm>{suffix} per paradigm)")
     return files
 
 

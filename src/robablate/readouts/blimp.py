@@ -149,24 +149,35 @@ def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[MinimalPair], batch_
     return pair_correct(s[: len(pairs)], s[len(pairs):])
 
 
-def check(section: Mapping[str, Any]) -> list[MinimalPair]:
-    """Validate `eval.blimp` and read every file now (before pretraining); returns the pairs."""
+def check_config(section: Mapping[str, Any], key: str = "eval.blimp") -> None:
+    """Validate a minimal-pairs section (`eval.blimp`, `eval.zorro`: the same keys) before anything runs."""
     s = dict(section or {})
     unknown = sorted(set(s) - set(CONFIG_KEYS))
     if unknown:
-        raise ConfigError(f"Invalid config `eval.blimp.{unknown[0]}`: unknown key; expected "
+        raise ConfigError(f"Invalid config `{key}.{unknown[0]}`: unknown key; expected "
                           + ", ".join(f"{k} ({v})" for k, v in CONFIG_KEYS.items()) + ".")
     if not isinstance(s.get("data_dir"), str) or not s["data_dir"]:
-        raise ConfigError(f"Invalid config `eval.blimp.data_dir`: expected {CONFIG_KEYS['data_dir']}, "
+        raise ConfigError(f"Invalid config `{key}.data_dir`: expected {CONFIG_KEYS['data_dir']}, "
                           f"got {s.get('data_dir')!r}.")
     mp = s.get("max_pairs")
     if mp is not None and (not isinstance(mp, int) or isinstance(mp, bool) or mp < 1):
-        raise ConfigError(f"Invalid config `eval.blimp.max_pairs`: expected {CONFIG_KEYS['max_pairs']}, got {mp!r}.")
+        raise ConfigError(f"Invalid config `{key}.max_pairs`: expected {CONFIG_KEYS['max_pairs']}, got {mp!r}.")
     bt = s.get("batch_tokens", 8192)
     if not isinstance(bt, int) or isinstance(bt, bool) or bt < 1:
-        raise ConfigError(f"Invalid config `eval.blimp.batch_tokens`: expected {CONFIG_KEYS['batch_tokens']}, "
+        raise ConfigError(f"Invalid config `{key}.batch_tokens`: expected {CONFIG_KEYS['batch_tokens']}, "
                           f"got {bt!r}.")
-    return read_blimp(s["data_dir"], mp)
+
+
+def check(section: Mapping[str, Any], stage: str = "all") -> list[MinimalPair] | None:
+    """Validate `eval.blimp` and read every file now (before pretraining); returns the pairs (None
+    with stage=finetune, which runs no zero-shot read-out)."""
+    check_config(section)
+    return None if stage == "finetune" else read_blimp(section["data_dir"], section.get("max_pairs"))
+
+
+def run(context: Any) -> dict[str, Any]:
+    """The registry's entry point: results["blimp"] for the run's model (robablate/registry.py)."""
+    return evaluate(context.model, context.tokenizer, context.section, context.prepared)
 
 
 def evaluate(model: Any, tokenizer: Any, section: Mapping[str, Any],

@@ -290,3 +290,28 @@ def finetune_all(cfg_glue: Mapping[str, Any], plan: Plan, run_dir: str | Path, h
     if submission:
         section["submission"] = submission
     return section
+
+
+# ------------------------------------------------------------------ the registry's entry points
+
+
+def check_config(section: Mapping[str, Any]) -> list[str]:
+    """The task names, checked before the run folder exists (glue=none wins over a preset's tasks)."""
+    if section.get("name") == "none":
+        return []
+    return [spec.name for spec in check_glue_config(section)]
+
+
+def check(section: Mapping[str, Any], stage: str = "all") -> list[str]:
+    """Task names; every local file they read parses (stage=pretrain fine-tunes nothing: no files)."""
+    tasks = check_config(section)
+    if tasks and stage != "pretrain":
+        check_glue_files(section)
+    return tasks if stage != "pretrain" else []
+
+
+def run(context: Any) -> dict[str, Any]:
+    """results["glue"]: fine-tune on the checked tasks ({} when there are none)."""
+    if not context.prepared:
+        return {}
+    return finetune_all(context.section, context.plan, context.run_dir, context.hf_dir, context.tokenizer)

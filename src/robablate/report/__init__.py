@@ -18,9 +18,10 @@ import pandas as pd
 
 from robablate.errors import ConfigError
 from robablate.io import atomic_write_text
+from robablate.registry import zero_shot
 from robablate.report import render
 from robablate.report.blocked import blocked_table
-from robablate.report.collect import (AXES, PRETRAIN_METRICS, collapsed_runs, collect, history_frame, load_runs,
+from robablate.report.collect import (AXES, PRETRAIN_METRICS, TIDY_COLUMNS, collapsed_runs, collect, history_frame, load_runs,
                                       primary_of, tidy_frame)
 from robablate.report.plots import (PLOTS, plot_effects, plot_glue, plot_mlm_curve, plot_tasks,
                                     plot_throughput, plot_tokens)
@@ -57,8 +58,7 @@ class Report:
 
 
 def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, str] | None = None,
-                metrics: Iterable[str] | None = None, n_boot: int | None = None,
-                primary: Iterable[str] | None = None) -> Report:
+                metrics: Iterable[str] | None = None, primary: Iterable[str] | None = None) -> Report:
     """Collect and analyse the runs under `paths`. `baseline` maps an axis to its baseline arm,
     `metrics` the tidy metrics to summarise (default: task score + pretraining metrics + BLiMP); an
     unknown key, value or metric raises ConfigError listing the choices. Works with zero complete
@@ -66,8 +66,7 @@ def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, st
     random-init control: they get their own rows and the `gain` table, not an arm of an axis.
     `primary`: the read-outs Holm adjusts over (default: the runs' config `report.primary`, else
     DEFAULT_PRIMARY); every other row is exploratory. Collapsed runs (robablate/collapse.py) are marked
-    in every table and no verdict is drawn from them.
-    `n_boot` is accepted for old callers and ignored: the intervals are Student t (stats.py says why)."""
+    in every table and no verdict is drawn from them."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     runs, problems = load_runs(paths)
@@ -91,10 +90,11 @@ def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, st
     sizes = batch_sizes(runs)
     baselines = resolve_baselines(tidy, axes, baseline, sizes)
     primary = tuple(primary) if primary is not None else primary_of(runs, DEFAULT_PRIMARY)
-    names = {*PRETRAIN_METRICS, "blimp", "glue", *tidy["task"]}
+    names = {*PRETRAIN_METRICS, *(r.name for r in zero_shot()), "glue", *tidy["task"]}
     if unknown := [p for p in primary if p not in names] if not tidy.empty else []:
         raise ConfigError(f"report.primary: {', '.join(unknown)} is not a read-out of these runs; expected "
-                          f"pretraining metrics ({', '.join(PRETRAIN_METRICS)}), blimp, glue or a task name")
+                          f"pretraining metrics ({', '.join(PRETRAIN_METRICS)}), "
+                          f"{', '.join(r.name for r in zero_shot())}, glue or a task name")
     collapsed = collapsed_runs(runs)
     design = design_frame(runs, axes, collapsed)
     conventions = {}
@@ -119,12 +119,14 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in ("tidy", "summary", "paired", "variance", "compute"):
+    report.tidy[TIDY_COLUMNS].to_csv(out / "tidy.csv", index=False)  # the read-out columns are the registry's
+    written.append(out / "tidy.csv")
+    for name in ("summary", "paired", "variance", "compute"):
         getattr(report, name).to_csv(out / f"{name}.csv", index=False)
         written.append(out / f"{name}.csv")
     for name in ("gain", "control", "blocked"):
-        if not getattr(report, name).empty:
-            getattr(report, name).to_csv(out / f"{name}.csv", index=False)
+        if not (frame := getattr(report, name)).empty:
+            (frame[TIDY_COLUMNS] if name == "control" else frame).to_csv(out / f"{name}.csv", index=False)
             written.append(out / f"{name}.csv")
     if not report.off_axis.empty:
         report.off_axis.to_csv(out / "off_axis.csv", index=False)

@@ -28,8 +28,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--primary", action="extend", nargs="+", metavar="NAME",
                    help="the Holm family's read-outs (default: the runs' config report.primary, else "
                         "val_mlm_loss blimp); set it before seeing results: other rows are exploratory")
-    p.add_argument("--bootstrap", type=int, default=None,
-                   help="ignored (kept for old scripts): intervals are Student t / Welch, no bootstrap")
     p.add_argument("--wandb", action="store_true", help="also log tables and plots to one W&B run")
     p.add_argument("--wandb-project", default="robablate")
     return p.parse_args(argv)
@@ -44,9 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     from robablate.report import load_report, render, write_report
     from robablate.report.design import parse_baselines
 
-    if args.bootstrap is not None:
-        print("note: --bootstrap is ignored: the report's intervals are Student t / Welch (a bootstrap "
-              "under-covers with 3-10 runs)", file=sys.stderr)
     try:
         report = load_report(args.dirs, parse_baselines(args.baseline), args.metric, primary=args.primary)
     except ConfigError as e:

@@ -49,7 +49,7 @@ def blocked_table(tidy: pd.DataFrame, paired: pd.DataFrame, primary=DEFAULT_PRIM
     runs = run_level(_select(tidy, primary_metrics(primary)))
     for c in conf.itertuples():
         for other in c.confounded_by.split(", "):
-            for task in task_order(runs["task"].unique()):
+            for task in task_order(_select(tidy, primary_metrics(primary))):
                 for metric in sorted(set(runs.loc[runs["task"] == task, "metric"])):
                     if not is_primary(task, metric, primary):
                         continue

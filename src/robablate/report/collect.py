@@ -8,7 +8,6 @@ arm is never mistaken for a missing effect.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,18 +16,21 @@ import pandas as pd
 
 from robablate.collapse import identical_acc
 from robablate.errors import ConfigError
+from robablate.registry import READOUTS, tidy_rows
 from robablate.schema import AXES, SCHEMA_VERSION
+from robablate.sections import PRETRAIN_METRICS, PRETRAIN_TASK, glue_task_name, value as _num  # noqa: F401
 
 RESULTS_NAME = "results.json"
-PRETRAIN_TASK = "pretrain"
-PRETRAIN_METRICS = ("val_mlm_loss", "val_mlm_ppl", "val_mlm_acc", "val_nsp_acc", "tokens_per_s")
-# BLiMP (Warstadt et al. 2020) read-outs: accuracy over minimal pairs, one value per run (no
-# fine-tuning), overall and per linguistic field / term (results["blimp"]).
-BLIMP_TASK = "BLiMP"
-BLIMP_METRIC = "blimp_acc"
+# BLiMP's headline row (robablate/registry.py owns every read-out's rows; these names stay for callers).
+BLIMP_TASK = READOUTS["blimp"].label
+BLIMP_METRIC = READOUTS["blimp"].metric
 RANDOM_INIT = "random"  # results["init"] of the random-initialisation control arm
 MISSING = "n/a"  # axis value of a run whose results.json lacks that axis
-TIDY_COLUMNS = ["run_dir", *AXES, "seed", "task", "ft_seed", "metric", "value"]
+TIDY_COLUMNS = ["run_dir", *AXES, "seed", "task", "ft_seed", "metric", "value"]  # tidy.csv
+# Read-out columns of the tidy frame, as data (robablate/registry.py): which read-out, its kind
+# (pretraining, zero_shot, finetune), the row's group (overall, field, term, task, score, ...) and its
+# rank (the report's row order). Not written to tidy.csv.
+READOUT_COLUMNS = ["readout", "kind", "group", "rank"]
 
 
 @dataclass
@@ -59,18 +61,9 @@ def axis_str(value: Any) -> str:
     return str(value)
 
 
-def glue_task_name(convention: str, tasks: Iterable[str]) -> str:
-    """Pseudo-task name of a GLUE score; it names the convention and the tasks so that scores over
-    different task sets never land in one row (GLUE §4 vs BERT Table 1: say which GLUE score it is; docs/facts.md §3)."""
-    return f"GLUE ({convention} convention, tasks: {', '.join(tasks)})"
-
-
 def is_glue_task(task: str) -> bool:
+    """A GLUE score pseudo-task (sections.glue_task_name); the tidy frame says so as group `score`."""
     return task.startswith("GLUE (")
-
-
-def is_blimp_task(task: str) -> bool:
-    return task == BLIMP_TASK or task.startswith(BLIMP_TASK + " ")
 
 
 def find_results(paths: Iterable[str | Path]) -> tuple[list[Path], list[dict]]:
@@ -132,47 +125,10 @@ def _problem(path: Path, kind: str, message: str, axes: Any = None, seed: Any = 
     return d
 
 
-def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    v = float(v)
-    return None if math.isnan(v) else v
-
-
 def run_rows(run: Run) -> list[dict]:
-    """Tidy rows of one run: pretraining metrics (task "pretrain"), every GLUE metric and the task
-    score per fine-tuning seed, and the run-level GLUE scores of results.json (one per convention)."""
+    """Tidy rows of one run: every read-out's rows (robablate/registry.py), with the run's axes."""
     base = {"run_dir": run.run_dir, **run.axes, "seed": run.seed}
-    rows = []
-
-    def add(task: str, ft_seed: int | None, metric: str, value: Any) -> None:
-        v = _num(value)
-        if v is not None:
-            rows.append({**base, "task": task, "ft_seed": ft_seed, "metric": metric, "value": v})
-
-    pre = run.data.get("pretrain") or {}
-    for m in PRETRAIN_METRICS:
-        add(PRETRAIN_TASK, None, m, pre.get(m))
-    blimp = run.data.get("blimp") or {}
-    add(BLIMP_TASK, None, BLIMP_METRIC, blimp.get("overall"))
-    for group, label in (("by_field", "field"), ("by_term", "term")):
-        for name, acc in sorted((blimp.get(group) or {}).items()):
-            add(f"{BLIMP_TASK} {label}: {name}", None, BLIMP_METRIC, acc)
-    glue = run.data.get("glue") or {}  # null/absent: glue=none (pretraining-only run)
-    for task, t in (glue.get("tasks") or {}).items():
-        for s in t.get("seeds") or []:
-            ft = int(s["seed"])
-            for m, v in (s.get("metrics") or {}).items():
-                if m != "score":
-                    add(task, ft, m, v)
-            add(task, ft, "score", s.get("score"))
-    # The run's own GLUE score (robablate.metrics, over per-task medians of the fine-tuning seeds):
-    # one value per run, so its unit of replication is the pretraining seed.
-    for conv, sc in (glue.get("score") or {}).items():
-        if isinstance(sc, dict) and sc.get("value") is not None:
-            tasks = sc.get("tasks") or sc.get("entries") or []
-            add(glue_task_name(conv, tasks), None, "score", sc["value"])
-    return rows
+    return [{**base, **row} for row in tidy_rows(run.data)]
 
 
 def tidy_frame(runs: list[Run]) -> tuple[pd.DataFrame, list[dict]]:
@@ -183,12 +139,13 @@ def tidy_frame(runs: list[Run]) -> tuple[pd.DataFrame, list[dict]]:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             problems.append(_problem(Path(run.run_dir) / RESULTS_NAME, "malformed",
                                      f"unexpected layout ({type(e).__name__}: {e})"))
-    df = pd.DataFrame(rows, columns=TIDY_COLUMNS)
-    for c in ("run_dir", *AXES, "task", "metric"):
+    df = pd.DataFrame(rows, columns=TIDY_COLUMNS + READOUT_COLUMNS)
+    for c in ("run_dir", *AXES, "task", "metric", "readout", "kind", "group"):
         df[c] = df[c].astype(object)
     df["seed"] = df["seed"].astype("Int64")
     df["ft_seed"] = df["ft_seed"].astype("Int64")
     df["value"] = df["value"].astype(float)
+    df["rank"] = df["rank"].astype("Int64")
     return df, problems
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from robablate.errors import ConfigError
 from robablate.report.collect import AXES, Run
+from robablate.schema import AXIS_TABLE, NOT_ARM_KEYS, axis as axis_row
 
 LR_KEY = "plan.lr"  # the peak LR a run trained with (results["plan"]["lr"]), a design key like any other
 
@@ -20,17 +21,17 @@ LR_KEY = "plan.lr"  # the peak LR a run trained with (results["plan"]["lr"]), a 
 TOKENS_TOL = 0.02  # arms whose tokens seen differ by more than this are not compute-matched
 
 
-# The BERT-side value of each axis (docs/facts.md §1), so differences read as "RoBERTa change minus BERT".
-CANONICAL_BASELINE = {"masking": "static", "nsp": "true", "format": "segment_pair",
-                      "seq_len": "128", "scheduler": "linear"}
+# The BERT-side value of each axis (schema.AXIS_TABLE), so differences read as "RoBERTa change minus BERT".
+CANONICAL_BASELINE = {a.name: a.baseline for a in AXIS_TABLE if a.baseline is not None}
+# Keys that differ between runs of one experiment by design: schema.NOT_ARM_KEYS (the list Hydra
+# leaves out of folder names and the LR tuner's cache key drops).
+IGNORED_CONFIG_KEYS = set(NOT_ARM_KEYS)
 
 
-# Keys that differ between runs of one experiment by design (the same list Hydra leaves out of
-# folder names, plus output/cache paths and the loader's worker count, which masking and batching
-# are independent of by construction).
-IGNORED_CONFIG_KEYS = {"seed", "experiment", "experiment_name", "run_dir", "resume", "stage", "logger",
-                       "hydra", "cache_dir", "trainer.devices", "trainer.strategy",
-                       "trainer.accelerator", "trainer.num_nodes", "train.num_workers", "report"}
+def own_keys(axis: str, key: str) -> bool:
+    """Whether a config key belongs to a section the axis's preset sets (masking.dupe_factor for masking)."""
+    row = axis_row(axis)
+    return row is not None and any(key.startswith(s + ".") for s in row.sections)
 
 
 IGNORED_LEAVES = {"seed", "run_dir", "output_dir", "out_dir", "save_dir", "log_dir", "dirpath"}
@@ -48,7 +49,7 @@ def arm_order(axis: str, values, sizes: dict[str, float] | None = None) -> list[
     """Arms in display order; the first is the default baseline. Batch presets sort by size
     (config batch.size when known, else the number in the name); numbers sort numerically."""
     values = sorted(set(values))
-    if axis == "batch":
+    if (row := axis_row(axis)) is not None and row.order == "size":
         sizes = sizes or {}
         key = lambda v: (np.nan_to_num(sizes.get(v, _size(v)), nan=np.inf), v)
         return sorted(values, key=key)
@@ -264,7 +265,7 @@ def comparison_context(design: pd.DataFrame, axis: str, arm: str, base: str) -> 
     for k, vb, va in diffs:
         if k == LR_KEY or k in AXES:
             continue
-        if k.startswith(axis + ".") and k in det and k not in overridden:
+        if own_keys(axis, k) and k in det and k not in overridden:
             continue  # the axis's own preset sets it: part of the compared arm
         flags.append(f"config differs: {k} {vb} -> {va}" + (" (set on the command line)" if k in overridden else ""))
     flags = [f"confounded by {', '.join(confounds)}"] * bool(confounds) + flags
@@ -351,7 +352,7 @@ def _ignored(key: str, swept: set[str]) -> bool:
     an override does: `axis_group_design`)."""
     parts = key.split(".")
     prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-    return (bool(prefixes & IGNORED_CONFIG_KEYS) or key in swept or key in {f"{a}.name" for a in swept}
+    return (bool(prefixes & IGNORED_CONFIG_KEYS) or key in swept or key in {row.key for a in swept if (row := axis_row(a))}
             or parts[-1] in IGNORED_LEAVES)
 
 
@@ -374,7 +375,7 @@ def off_axis_table(runs: list[Run], axes: list[str]) -> pd.DataFrame:
     travels with that axis: a derived setting or a confound); `within_arm` is True when runs with
     identical axis values differ (an unplanned difference inside one arm)."""
     flat = [flatten(r.config) for r in runs]
-    in_group = lambda k: any(k.startswith(a + ".") for a in axes)  # a swept group's keys: its own section
+    in_group = lambda k: any(own_keys(a, k) for a in axes)  # a swept axis's keys: its own sections
     keys = sorted({k for f in flat for k in f if not _ignored(k, set(axes)) and not in_group(k)})
     rows = []
     for key in keys:

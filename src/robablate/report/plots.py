@@ -14,11 +14,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from robablate.report.collect import BLIMP_METRIC, BLIMP_TASK, PRETRAIN_TASK, is_glue_task
+from robablate.registry import zero_shot
+from robablate.report.collect import PRETRAIN_TASK, is_glue_task
 
-# The read-outs an effect plot shows (task, metric): validation MLM loss, BLiMP overall, and every
-# GLUE score pseudo-task (added per report, since their names carry convention and tasks).
-EFFECT_READOUTS = ((PRETRAIN_TASK, "val_mlm_loss"), (BLIMP_TASK, BLIMP_METRIC))
+# The read-outs an effect plot shows (task, metric): validation MLM loss, each zero-shot read-out's
+# overall (robablate/registry.py), and every GLUE score pseudo-task (added per report, since their
+# names carry convention and tasks).
+EFFECT_READOUTS = ((PRETRAIN_TASK, "val_mlm_loss"), *((r.label, r.metric) for r in zero_shot()))
 
 
 def _arms(report, axis: str) -> list[str]:

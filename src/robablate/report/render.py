@@ -9,7 +9,6 @@ import pandas as pd
 
 import numpy as np
 
-from robablate.report.collect import is_glue_task
 from robablate.report.plots import effect_readouts
 from robablate.report.design import eng
 from robablate.report.tables import CONTROL_ARM, NO_AXIS
@@ -49,13 +48,14 @@ def fmt(x, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
-def glue_note(conventions: dict[str, str], tasks) -> str:
-    """The sentence every table carries: which GLUE score convention(s) and tasks it uses."""
-    glue = sorted(t for t in set(tasks) if is_glue_task(t))
+def glue_note(conventions: dict[str, str], tidy: pd.DataFrame) -> str:
+    """The sentence every table carries: which GLUE score convention(s) and tasks it uses (the GLUE
+    score rows of the tidy frame: read-out glue, group = the convention)."""
+    rows = tidy[(tidy["readout"] == "glue") & (tidy["group"] != "task")].drop_duplicates("task")
+    glue = sorted(zip(rows["task"], rows["group"]))
     if not glue:
         return "GLUE score: none in these runs (no fine-tuning results)."
-    parts = [f"{name}" + (f" [{conventions[c]}]" if (c := name[6:].split(" ")[0]) in conventions else "")
-             for name in glue]
+    parts = [f"{name}" + (f" [{conventions[c]}]" if c in conventions else "") for name, c in glue]
     return "GLUE score rows: " + "; ".join(parts) + " (the run's own GLUE score, one value per run)."
 
 
@@ -234,7 +234,7 @@ def _flag_lines(report, axis: str) -> list[str]:
 
 
 def markdown(report, plots: dict[str, list[str]]) -> str:
-    note = glue_note(report.conventions, report.tidy["task"])
+    note = glue_note(report.conventions, report.tidy)
     n_ctrl = report.control["run_dir"].nunique() if not report.control.empty else 0
     out = ["# robablate ablation report", "",
            f"{report.tidy['run_dir'].nunique()} complete runs; varied axes: "
@@ -318,7 +318,7 @@ def _latex_table(df: pd.DataFrame, caption: str) -> str:
 
 
 def latex(report) -> str:
-    note = glue_note(report.conventions, report.tidy["task"])
+    note = glue_note(report.conventions, report.tidy)
     parts = ["% robablate report tables (needs booktabs). " + METHOD]
     for axis, title, summ, paired in axis_sections(report):
         parts.append(_latex_table(summary_display(summ), f"{title.replace('`', '')}: per arm. {note}"))
@@ -332,7 +332,7 @@ def latex(report) -> str:
 
 
 def terminal(report) -> str:
-    note = glue_note(report.conventions, report.tidy["task"])
+    note = glue_note(report.conventions, report.tidy)
     out = []
     if report.problems:
         out += ["Failed, unfinished or skipped:", text_table(pd.DataFrame(report.problems)), ""]

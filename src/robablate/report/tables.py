@@ -10,23 +10,22 @@ import numpy as np
 import pandas as pd
 
 from robablate.report import stats
-from robablate.report.collect import AXES, BLIMP_METRIC, BLIMP_TASK, PRETRAIN_TASK, is_blimp_task, is_glue_task
+from robablate.registry import headline_readout, zero_shot
+from robablate.report.collect import AXES, PRETRAIN_TASK, is_glue_task
 from robablate.report.design import design_from_tidy, comparison_context, ordered_arms, pair_ids, why_unpaired
 
 CONTROL_ARM = "random init (control)"  # the arm name of random-init control runs in every table
 NO_AXIS = "(none)"  # the axis column when every run has the same axis values (one pooled arm)
 # Which tidy metrics the summary covers unless --metric says otherwise.
 DEFAULT_METRICS = ("score", "val_mlm_loss", "val_mlm_ppl", "val_mlm_acc", "val_nsp_acc", "tokens_per_s",
-                   BLIMP_METRIC)
+                   *(r.metric for r in zero_shot()))
 
 
-def task_order(tasks) -> list[str]:
-    """pretrain, BLiMP (overall, fields, terms), fine-tuning tasks, GLUE scores."""
-    tasks = set(tasks)
-    pre = [PRETRAIN_TASK] if PRETRAIN_TASK in tasks else []
-    blimp = sorted((t for t in tasks if is_blimp_task(t)), key=lambda t: (t != BLIMP_TASK, "term" in t, t))
-    return pre + blimp + sorted(t for t in tasks if t != PRETRAIN_TASK and not is_glue_task(t)
-                                and not is_blimp_task(t)) + sorted(t for t in tasks if is_glue_task(t))
+def task_order(frame: pd.DataFrame) -> list[str]:
+    """The tasks of a tidy frame in the registry's order (its `rank` column: pretrain, each zero-shot
+    read-out's overall then groups, fine-tuning tasks, GLUE scores), by name within one rank."""
+    ranks = frame.groupby("task", sort=False)["rank"].min()
+    return sorted(ranks.index, key=lambda t: (ranks[t], t))
 
 
 def _select(tidy: pd.DataFrame, metrics) -> pd.DataFrame:
@@ -57,8 +56,7 @@ def summary_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str]
     rows = []
     for axis in axes or [None]:
         arms = ordered_arms(axis, tidy, baselines, sizes)
-        tasks = set(data["task"]) | (set(ctrl["task"]) if ctrl is not None else set())
-        for task in task_order(tasks):
+        for task in task_order(pd.concat([data, ctrl]) if ctrl is not None else data):
             present = set(data.loc[data["task"] == task, "metric"])
             if ctrl is not None:
                 present |= set(ctrl.loc[ctrl["task"] == task, "metric"])
@@ -108,8 +106,8 @@ def is_primary(task: str, metric: str, primary=DEFAULT_PRIMARY) -> bool:
     names = set(primary) - NEVER_PRIMARY
     if task == PRETRAIN_TASK:
         return metric in names
-    if task == BLIMP_TASK:
-        return metric == BLIMP_METRIC and "blimp" in names
+    if (readout := headline_readout(task, metric)) is not None:  # a zero-shot read-out's overall row
+        return readout.name in names
     if is_glue_task(task):
         return metric == "score" and "glue" in names
     return metric == "score" and task in names
@@ -119,7 +117,8 @@ def primary_metrics(primary=DEFAULT_PRIMARY) -> set[str]:
     """The tidy metrics a primary family needs (computed whatever --metric prints)."""
     names = set(primary) - NEVER_PRIMARY
     pre = names & {"val_mlm_loss", "val_mlm_acc", "val_nsp_acc"}
-    return pre | ({BLIMP_METRIC} if "blimp" in names else set()) | ({"score"} if names - pre - {"blimp"} else set())
+    shot = {r.name: r.metric for r in zero_shot() if r.name in names}
+    return pre | set(shot.values()) | ({"score"} if names - pre - set(shot) else set())
 
 
 def with_holm(axis_rows: list[dict[str, Any]], primary=DEFAULT_PRIMARY) -> list[dict[str, Any]]:
@@ -173,7 +172,7 @@ def paired_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
         context = {arm: comparison_context(design, axis, arm, base) for arm in arms}
         unpaired = {arm: why_unpaired(design, axis, arm, base) for arm in arms}
         axis_rows = []
-        for task in task_order(data["task"].unique()):
+        for task in task_order(data):
             present = set(runs.loc[runs["task"] == task, "metric"])
             for metric in [m for m in dict.fromkeys([*shown, *sorted(primary_metrics(primary))]) if m in present]:
                 if metric not in shown and not is_primary(task, metric, primary):
@@ -275,7 +274,7 @@ def gain_table(tidy: pd.DataFrame, control: pd.DataFrame, axes: list[str], basel
         ids = pd.Series(runs["seed"].astype(str).to_numpy(), index=runs["run_dir"].to_numpy())
         ids = ids[~ids.index.duplicated()]
         axis_rows = []
-        for task in task_order(control["task"].unique()):
+        for task in task_order(control):
             for metric in [m for m in metrics if m in set(runs.loc[(runs["task"] == task) & (runs["_arm"] == CONTROL_ARM), "metric"])]:
                 rl = runs[(runs["task"] == task) & (runs["metric"] == metric)]
                 raw = both[(both["task"] == task) & (both["metric"] == metric)]
