@@ -91,3 +91,25 @@ def test_one_rung_sweep_has_no_budget_section(tmp_path):
     out = tmp_path / "rep"
     assert report_main([str(tmp_path / "runs"), "--out", str(out)]) == 0
     assert "Effects across budgets" not in (out / "report.md").read_text() and not (out / "budget.csv").exists()
+
+
+def test_notebook_leads_with_the_budget_plots_on_a_ladder(tmp_path, monkeypatch):
+    """notebooks/ablation_report.ipynb, run top to bottom on a synthetic 3-rung ladder, shows the
+    effect-vs-budget plot and the trend right after loading the runs."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from conftest import ROOT
+
+    ladder(tmp_path / "runs", lambda tok: -0.05 * np.log2(tok / 5e5))
+    monkeypatch.setenv("ROBABLATE_SWEEP", str(tmp_path / "runs"))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    path = ROOT / "notebooks" / "ablation_report.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False,
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    i = next(k for k, c in enumerate(code) if "load_budget_report" in c.source)
+    assert i == 2  # right after the setup and load cells
+    outs = code[i].outputs
+    assert any("image/png" in o.get("data", {}) for o in outs)
+    assert "Trend per doubling of tokens" in "".join(o.get("data", {}).get("text/markdown", "") for o in outs)
