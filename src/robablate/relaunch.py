@@ -40,7 +40,7 @@ from robablate.io import atomic_write_json
 RUN_ONLY_KEYS = ("run_dir", "resume", "overwrite", "cache_dir", "experiment_name", "logger", "hydra",
                  "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
                  "trainer.enable_progress_bar", "trainer.log_every_n_steps", "train.num_workers",
-                 "train.compile", "train.checkpoint_every_steps", "train.stop_at_step", "report")
+                 "train.compile", "train.checkpoint_every_steps", "train.stop_at_step", "report", "dry_run")
 STARTED = "started.json"  # the config and code a run started with (what a partial run is checked against)
 CHECKPOINT = Path("pretrain") / "checkpoints" / "last.ckpt"
 

@@ -30,7 +30,7 @@ CANONICAL_BASELINE = {"masking": "static", "nsp": "true", "format": "segment_pai
 # are independent of by construction).
 IGNORED_CONFIG_KEYS = {"seed", "experiment", "experiment_name", "run_dir", "resume", "stage", "logger",
                        "hydra", "cache_dir", "trainer.devices", "trainer.strategy",
-                       "trainer.accelerator", "trainer.num_nodes", "train.num_workers", "report"}
+                       "trainer.accelerator", "trainer.num_nodes", "train.num_workers", "report", "dry_run"}
 
 
 IGNORED_LEAVES = {"seed", "run_dir", "output_dir", "out_dir", "save_dir", "log_dir", "dirpath"}
