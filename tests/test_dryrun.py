@@ -68,15 +68,23 @@ def test_speed_and_cpu_seconds_from_records():
     records = {("tiny", "full_sentences"): [{"tps": 10_000.0, "blimp_s": 30.0, "other_s": 5.0, "threads": 2}] * 3}
     sp = dryrun.speed_for(records, "tiny", "doc_sentences")   # no such format: any format of the model
     assert sp.n == 3 and "any format" in sp.where and dryrun.speed_for(records, "base", "x") is None
-    job = dryrun.Job([], ROOT, 1e6, "tiny", "doc_sentences", 244, "run", True, 0.0)
+    job = dryrun.Job([], ROOT, 1e6, 1e6, 4096, "tiny", "doc_sentences", 244, "run", True, 0.0)
     assert dryrun.cpu_seconds(job, sp) == pytest.approx(2 * (100 + 5 + 30))
-    assert dryrun.cpu_seconds(dryrun.Job([], ROOT, 1e6, "tiny", "x", 1, "skip", True, 0.0), sp) == 0.0
+    assert dryrun.cpu_seconds(dryrun.Job([], ROOT, 1e6, 1e6, 4096, "tiny", "x", 1, "skip", True, 0.0), sp) == 0.0
+    control = dryrun.Job([], ROOT, 1e6, 0.0, 4096, "tiny", "x", 0, "run", True, 0.0)  # random init: read-outs only
+    assert dryrun.cpu_seconds(control, sp) == pytest.approx(2 * (5 + 30))
+    fast, slow = dict(records[("tiny", "full_sentences")][0], per_step=4096.0), {**records[("tiny", "full_sentences")][0], "per_step": 512.0, "tps": 5000.0}
+    by_step = {("tiny", "full_sentences"): [fast, slow, slow]}
+    assert dryrun.speed_for(by_step, "tiny", "full_sentences", 1024).tokens_per_s == 5000.0  # nearest: 512
+    assert dryrun.speed_for(by_step, "tiny", "full_sentences", 4096).tokens_per_s == 10_000.0
 
 
 @pytest.mark.parametrize("table", [1, 3])
 def test_estimate_matches_study_v2_measured_cpu_time(table, tmp_path):
-    """The committed v2 runs' throughput predicts the CPU time v2's run_all.sh measured for the table
-    (cpu_times.txt, user + system) within 20% (process start-up is not in the estimate)."""
+    """The committed runs' median throughput predicts the CPU time v2's run_all.sh measured for the table
+    (cpu_times.txt, user + system) between 0.6x and 1.2x. Not tighter: the estimate is an unloaded
+    machine's, and v2 ran on 2 cores shared with other jobs (Table 1's six runs took 117-648 s each,
+    4,749-29,081 tokens/s), so a loaded sitting takes longer than estimated."""
     study = ROOT / "experiments" / "wikitext2_cpu_v2" / "results"
     p = run_py("-m", f"experiment=wikitext2_cpu_table{table}", "dry_run=true", f"hydra.sweep.dir={tmp_path / 's'}",
                cache=tmp_path / "cache", timeout=300)
@@ -86,4 +94,4 @@ def test_estimate_matches_study_v2_measured_cpu_time(table, tmp_path):
     est = float(rung_line(p.stdout, "total")[-1]) * 3600
     times = (study / "cpu_times.txt").read_text()
     user, system = map(float, re.search(rf"^table{table} cpu_s ([\d.]+)\+([\d.]+)", times, re.M).groups())
-    assert abs(est / (user + system) - 1) < 0.2, (est, user + system)
+    assert 0.6 < est / (user + system) < 1.2, (est, user + system)

@@ -51,6 +51,8 @@ class Job:
     overrides: list[str]
     run_dir: Path
     tokens: float        # train.tokens (the rung)
+    fed: float           # tokens this run trains on (0 for a random-init control)
+    per_step: float      # tokens per optimizer step (plan.tokens_per_step_target)
     model: str
     fmt: str
     steps: int
@@ -87,23 +89,31 @@ def recorded_speeds(files: Iterable[Path]) -> dict[tuple[str, str], list[dict]]:
             continue
         if not str(env.get("device", "")).startswith("cpu"):
             continue
-        cfg = d.get("config") or {}
-        key = (str((cfg.get("model") or {}).get("name")), str((cfg.get("format") or {}).get("name")))
+        cfg, plan = d.get("config") or {}, d.get("plan") or {}
+        fmt = plan.get("format") or (cfg.get("format") or {}).get("name")  # the resolved format (not "auto")
+        key = (str((cfg.get("model") or {}).get("name")), str(fmt))
         blimp = float(tim.get("blimp_s") or 0.0)
         other = float(tim.get("total_s") or 0.0) - float(tim.get("pretrain_s") or pre.get("wall_s") or 0.0) - blimp
-        out.setdefault(key, []).append({"tps": float(pre["tokens_per_s"]), "blimp_s": blimp,
+        step = float(plan.get("tokens_per_step_target") or pre.get("tokens_per_step") or 0.0)
+        out.setdefault(key, []).append({"tps": float(pre["tokens_per_s"]), "blimp_s": blimp, "per_step": step,
                                         "other_s": max(other, 0.0), "threads": _threads(env.get("device", ""))})
     return out
 
 
-def speed_for(records: dict[tuple[str, str], list[dict]], model: str, fmt: str) -> Speed | None:
-    """Medians over the records of (model, fmt), else over every format of the model; None if none."""
+def speed_for(records: dict[tuple[str, str], list[dict]], model: str, fmt: str, per_step: float = 0.0) -> Speed | None:
+    """Medians over the records of (model, fmt) with the tokens per step nearest `per_step` (a CPU's
+    tokens/s depends on the batch), else over every format of the model; None if none."""
     rows, where = records.get((model, fmt)), f"model {model}, format {fmt}"
     if not rows:
         rows = [r for (m, _), rs in records.items() if m == model for r in rs]
         where = f"model {model}, any format"
     if not rows:
         return None
+    if per_step > 0 and any(r.get("per_step", 0) > 0 for r in rows):
+        dist = {r["per_step"]: abs(math.log(r["per_step"] / per_step)) for r in rows if r.get("per_step", 0) > 0}
+        near = min(dist, key=dist.get)
+        rows = [r for r in rows if r.get("per_step") == near]
+        where += f", {near:.0f} tokens/step"
     blimp = [r["blimp_s"] for r in rows if r["blimp_s"] > 0]
     return Speed(tokens_per_s=statistics.median(r["tps"] for r in rows),
                  blimp_s=statistics.median(blimp) if blimp else 0.0,
@@ -117,7 +127,7 @@ def cpu_seconds(job: Job, speed: Speed | None) -> float:
         return 0.0
     if speed is None:
         return math.nan
-    wall = job.tokens / speed.tokens_per_s + speed.other_s + (speed.blimp_s if job.blimp else 0.0)
+    wall = job.fed / speed.tokens_per_s + speed.other_s + (speed.blimp_s if job.blimp else 0.0)
     wall += job.tune_tokens / speed.tokens_per_s
     return wall * speed.threads
 
@@ -141,11 +151,11 @@ def summary(rungs: list[Rung], records: dict[tuple[str, str], list[dict]], name:
     for r in rungs:
         count = {a: sum(j.action == a for j in r.jobs) for a in ("run", "skip", "resume", "refuse")}
         todo = [j for j in r.jobs if j.action in ("run", "resume")]
-        tokens = sum(j.tokens + j.tune_tokens for j in todo)
+        tokens = sum(j.fed + j.tune_tokens for j in todo)
         cpu = 0.0
         for j in r.jobs:
-            sp = speed_for(records, j.model, j.fmt)
-            speeds[f"{j.model}/{j.fmt}"] = sp
+            sp = speed_for(records, j.model, j.fmt, j.per_step)
+            speeds[sp.where if sp else f"model {j.model}"] = sp
             cpu += cpu_seconds(j, sp)
         steps = sorted({j.steps for j in r.jobs})
         steps_s = str(steps[0]) if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
@@ -159,10 +169,10 @@ def summary(rungs: list[Rung], records: dict[tuple[str, str], list[dict]], name:
                  f"{_mtok(tot['tokens']):>16} {'':>10} {_hours(tot['cpu']):>10}")
     lines.append("tokens to train include LR-tuning pilots not in the cache; a resumed run is counted in full.")
     for key, sp in sorted(speeds.items()):
-        lines.append(f"speed {key}: " + (f"{sp.tokens_per_s:,.0f} tokens/s, BLiMP {sp.blimp_s:.0f} s, other "
-                                         f"{sp.other_s:.0f} s per run, x {sp.threads} threads (medians of {sp.n} "
-                                         f"committed runs, {sp.where})" if sp else
-                                         "no committed run of this model: no time estimate (tokens only)"))
+        lines.append(f"speed, {key}: " + (f"{sp.tokens_per_s:,.0f} tokens/s, BLiMP {sp.blimp_s:.0f} s, other "
+                                           f"{sp.other_s:.0f} s per run, x {sp.threads} threads (medians of {sp.n} "
+                                           f"committed runs)" if sp else
+                                           "no committed run of this model: no time estimate (tokens only)"))
     lines += [f"refused: {why}" for why in refused]
     return "\n".join(lines)
 
@@ -188,13 +198,15 @@ def plan_jobs(config: Any) -> list[Rung]:
         d = decide(inspect(run_dir), OmegaConf.to_container(cfg, resolve=True), code, resume=bool(cfg.get("resume")),
                    overwrite=bool(cfg.get("overwrite")), where=str(run_dir))
         pilots = 0.0
-        if plan.tune_lr and d.action in ("run", "resume"):
+        if plan.tune_lr and d.action in ("run", "resume") and str(OmegaConf.select(cfg, "model.init")) != "random":
             key = arm_key(cfg)
             if key not in tuned and not (plan.specs.cache_dir / "tune" / key).exists():
                 pilots = float(len(plan.tune_lr) * plan.tune_tokens)
             tuned.add(key)
         tokens = float(OmegaConf.select(cfg, "train.tokens") or plan.total_steps * plan.tokens_per_step_target)
-        j = Job(list(job), run_dir, tokens, str(cfg.model.name), plan.format, plan.total_steps, d.action,
+        control = str(OmegaConf.select(cfg, "model.init")) == "random"  # trains nothing: read-outs only
+        j = Job(list(job), run_dir, tokens, 0.0 if control else tokens, float(plan.tokens_per_step_target),
+                str(cfg.model.name), plan.format, 0 if control else plan.total_steps, d.action,
                 str(OmegaConf.select(cfg, "eval.name")) == "blimp", pilots, d.reason)
         rungs.setdefault((j.model, j.tokens), Rung(j.tokens, j.model)).jobs.append(j)
     return [rungs[k] for k in sorted(rungs)]
