@@ -108,20 +108,27 @@ def blocks() -> dict[str, str]:
     return out
 
 
+BLOCK = re.compile(r"(<!-- BEGIN (\w+) -->\n).*?(<!-- END \2 -->)", re.S)
+
+
 def refresh(text: str) -> str:
-    for name, body in blocks().items():
-        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"README.md: no <!-- BEGIN {name} --> ... <!-- END {name} --> block")
-        text = pattern.sub(lambda m: m[1] + "\n" + body.strip("\n") + "\n\n" + m[2], text)
-    return text
+    """`text` with every generated block replaced by its current content."""
+    new = blocks()
+    if missing := sorted(set(new) - {m[2] for m in BLOCK.finditer(text)}):
+        raise SystemExit(f"README.md: no <!-- BEGIN name --> ... <!-- END name --> block for {', '.join(missing)}")
+    return BLOCK.sub(lambda m: f"{m[1]}\n{new[m[2]].strip(chr(10))}\n\n{m[3]}" if m[2] in new else m[0], text)
+
+
+def main(argv: list[str]) -> int | str:
+    readme = HERE / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    fresh = refresh(text)
+    if "--check" in argv:
+        return 0 if fresh == text else "README.md is not up to date: run python experiments/wikitext2_cpu_v3/quote.py"
+    if fresh != text:
+        readme.write_text(fresh, encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":
-    readme = HERE / "README.md"
-    old = readme.read_text(encoding="utf-8")
-    new = refresh(old)
-    if "--check" in sys.argv[1:]:
-        sys.exit(0 if new == old else "README.md is not up to date: run python experiments/wikitext2_cpu_v3/quote.py")
-    if new != old:
-        readme.write_text(new, encoding="utf-8")
+    sys.exit(main(sys.argv[1:]))
