@@ -16,11 +16,17 @@
 # copy only). CPU (user + system) and wall seconds per rung are appended to results/cpu_times.txt.
 # Before anything trains: DRY_RUN=1 prints each part's runs, tokens and CPU-time estimate and stops.
 set -euo pipefail
+REPO=$(pwd)
 OUT=$(realpath -m "${1:-outputs/wikitext2_cpu_v3}")
 PARTS=${2:-pilot masking nsp batch control}
 HERE=experiments/wikitext2_cpu_v3
-REPO=$(pwd)
 PY=${PYTHON:-python}
+# The runs import the pinned commit's package (PYTHONPATH=$SRC/src below); the analysis (pilot.py, the
+# reports, quote.py) this checkout's, as tests/test_wikitext2_study_v3.py does when it reproduces them.
+export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
+# The runs execute in the pinned worktree under OUT: the shared data (corpus, BLiMP) is found through this
+# absolute path, the same in every sitting, instead of the presets' ../shared/data relative to the checkout.
+export ROBABLATE_SHARED_DATA=${ROBABLATE_SHARED_DATA:-$(realpath -m ../shared/data)}
 declare -A PRESET=([pilot]=wikitext2_cpu_v3_pilot [masking]=wikitext2_cpu_v3_masking [nsp]=wikitext2_cpu_v3_nsp
                    [batch]=wikitext2_cpu_v3_batch [control]=wikitext2_cpu_v3_control)
 declare -A RUNGS=([pilot]=- [masking]="500000 2000000 4000000" [nsp]="500000 1000000 2000000"
