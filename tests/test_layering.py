@@ -26,7 +26,7 @@ LAYERS = [
     ["datamodule", "finetune", "progress"],
     ["pretrain"],
     ["tune", "readouts"],
-    ["results", "summary", "overrides", "identical"],
+    ["results", "summary", "overrides", "identical", "dryrun"],
     ["pipeline"],
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

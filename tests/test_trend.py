@@ -13,26 +13,35 @@ TRUE_SLOPE = 0.3
 REPS = 4000  # Monte Carlo SE of a coverage near 95%: 0.34 points
 
 
-def coverage(k: int, n: int, spread: list[float], reps: int, se_scale: float = 1.0, seed: int = 0) -> float:
+def coverage(k: int, n: int, spread: list[float], reps: int, se_scale: float = 1.0, seed: int = 0,
+             rungs: list[float] = RUNGS) -> float:
     """Fraction of `reps` simulated studies (k rungs, n seeds each, per-seed SD `spread` at each rung,
     normal noise around a linear trend) whose 95% slope interval holds the true slope."""
     rng = np.random.default_rng([seed, k, n])
-    x = np.log2(RUNGS[:k])
+    x = np.log2(rungs[:k])
     sd = np.asarray(spread[:k])
     hits = 0
     for _ in range(reps):
         runs = 0.2 + TRUE_SLOPE * x[:, None] + rng.normal(size=(k, n)) * sd[:, None]  # per-seed paired diffs
         se = runs.std(axis=1, ddof=1) / np.sqrt(n) * se_scale
-        t = slope_log2(RUNGS[:k], runs.mean(axis=1), se, [n - 1] * k)
+        t = slope_log2(rungs[:k], runs.mean(axis=1), se, [n - 1] * k)
         hits += t.low <= TRUE_SLOPE <= t.high
     return hits / reps
 
 
 @pytest.mark.parametrize("spread", [[1.0] * 4, [1.0, 2.0, 3.0, 4.0]], ids=["equal", "unequal"])
-@pytest.mark.parametrize("k,n", [(3, 3), (3, 5), (4, 3), (4, 4), (4, 5)])
+@pytest.mark.parametrize("k,n", [(2, 3), (3, 3), (3, 5), (4, 3), (4, 4), (4, 5)])  # study v3: 3x3 and 2x3 (batch)
 def test_slope_interval_covers_at_the_nominal_rate(k, n, spread):
     """Within +-2.5 points of 95% at the study's rung and seed counts (measured 94.0-96.6% at 20k reps)."""
     cov = coverage(k, n, spread, REPS)
+    assert abs(cov - 0.95) <= 0.025, cov
+
+
+@pytest.mark.parametrize("spread", [[1.0] * 3, [1.0, 2.0, 3.0]], ids=["equal", "unequal"])
+@pytest.mark.parametrize("rungs", [[5e5, 2e6, 4e6], [5e5, 1e6, 2e6], [2e6, 4e6]], ids=["masking", "nsp", "batch"])
+def test_coverage_at_study_v3_ladders(rungs, spread):
+    """Study v3's own rungs (unevenly spaced in log2 tokens for masking) at its 3 seeds per rung."""
+    cov = coverage(len(rungs), 3, spread, REPS, rungs=rungs, seed=1)
     assert abs(cov - 0.95) <= 0.025, cov
 
 

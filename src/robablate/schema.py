@@ -53,7 +53,7 @@ def axis(name: str) -> Axis | None:
 RUN_ONLY_KEYS = ("run_dir", "resume", "overwrite", "cache_dir", "experiment_name", "logger", "hydra",
                  "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
                  "trainer.enable_progress_bar", "trainer.log_every_n_steps", "train.num_workers",
-                 "train.compile", "train.checkpoint_every_steps", "train.stop_at_step", "report")
+                 "train.compile", "train.checkpoint_every_steps", "train.stop_at_step", "report", "dry_run")
 # THE keys that are not part of an arm: the run-only keys, and which seed, preset, stage and trainer
 # preset ran it. The report's pairing ignores them, the LR tuner's cache key drops them (and more: tune.py),
 # and Hydra leaves them out of a sweep's folder names.

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     from robablate.report import load_report, render, write_report
+    from robablate.report.budget import budget_terminal, lead_report
     from robablate.report.design import parse_baselines
 
     try:
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: skipped {p['path']}: {p['kind']}: {p['message']}", file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
     written = write_report(report, out)
+    budget = lead_report(args.dirs, out, parse_baselines(args.baseline), args.primary)  # >1 rung: leads report.md
     print(render.terminal(report))
+    if budget is not None:
+        print(budget_terminal(budget))
     print(f"report written to {out} ({len(written)} files: report.md, tables.tex, CSVs, plots)")
     if args.wandb:
         from robablate.report.wandb_log import log_report
