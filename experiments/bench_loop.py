@@ -230,10 +230,10 @@ def gemm_shapes(model, tokens: int, selected: int) -> list[tuple[int, int, int]]
     return [shape for m, k, n in forward for shape in ((m, k, n), (m, n, k), (k, m, n))]
 
 
-def best_seconds(m: int, k: int, n: int, repeats: int = 3) -> float:
+def best_seconds(m: int, k: int, n: int, repeats: int = 3, dtype: str = "float32") -> float:
     import torch
 
-    a, b = torch.randn(m, k), torch.randn(k, n)
+    a, b = torch.randn(m, k).to(getattr(torch, dtype)), torch.randn(k, n).to(getattr(torch, dtype))
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -245,12 +245,15 @@ def best_seconds(m: int, k: int, n: int, repeats: int = 3) -> float:
 
 def ceiling(stats: dict) -> dict[str, float]:
     """Achievable fp32 FLOP/s on this process's threads: the model's GEMMs (sum of FLOPs / sum of best
-    times) and a 2048^3 matmul."""
+    times) and a 2048^3 matmul; and the 2048^3 one in bf16 (for train.precision=bf16-mixed variants:
+    AMX / AVX512-BF16 CPUs run it several times faster, others may run it slower)."""
     shapes = gemm_shapes(stats["model"], round(stats["tokens_per_step"]),
                          round(stats["tokens_per_step"] * stats["selected_fraction"]))
     flops = sum(2.0 * m * k * n for m, k, n in shapes)
     model_shapes = flops / sum(best_seconds(*shape) for shape in shapes)
-    return {"model_shapes": model_shapes, "square_2048": 2.0 * 2048**3 / best_seconds(2048, 2048, 2048)}
+    square = 2.0 * 2048**3
+    return {"model_shapes": model_shapes, "square_2048": square / best_seconds(2048, 2048, 2048),
+            "square_2048_bf16": square / best_seconds(2048, 2048, 2048, dtype="bfloat16")}
 
 
 def main() -> None:
@@ -315,6 +318,7 @@ def main() -> None:
                 ceilings.append(ceiling(stats))
                 print(f"round {r} matmul ceiling: model shapes {ceilings[-1]['model_shapes'] / 1e9:,.1f} GFLOP/s, "
                       f"2048^3 {ceilings[-1]['square_2048'] / 1e9:,.1f} GFLOP/s (fp32, {torch_threads()} threads; "
+                      f"bf16 2048^3 {ceilings[-1]['square_2048_bf16'] / 1e9:,.1f} GFLOP/s; "
                       f"at start: {before})", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print_summary(rates, stats, ceilings)
@@ -344,6 +348,9 @@ def print_summary(rates: dict[str, list[float]], stats: dict, ceilings: list[dic
               f"real loop {achieved / 1e9:,.1f} GFLOP/s")
         print(f"fraction_of_matmul_peak_model_shapes: {achieved / shapes:.2f}  ({shapes / 1e9:,.1f} GFLOP/s median)")
         print(f"fraction_of_matmul_peak_square_2048: {achieved / square:.2f}  ({square / 1e9:,.1f} GFLOP/s median)")
+        bf16 = statistics.median(c["square_2048_bf16"] for c in ceilings)
+        print(f"bf16 matmul 2048^3: {bf16 / 1e9:,.1f} GFLOP/s median ({bf16 / square:.1f}x fp32; the ceiling of a "
+              f"train.precision=bf16-mixed variant)")
     if "transformers padded" in med:
         print(f"speedup_real_loop_vs_transformers_padded: {med['robablate'] / med['transformers padded']:.2f}")
     print(f"speedup_real_loop_vs_transformers_dense: {med['robablate'] / dense:.2f}")

@@ -105,7 +105,7 @@ def train_step(model, opt, sched, batch, clip: float, autocast=None) -> float:
 
     with record_function("forward"), torch.autocast("cpu", dtype=autocast or torch.bfloat16,
                                                     enabled=autocast is not None):
-        loss = model(**batch)["loss"]
+        loss = model(**batch, with_accuracy=False)["loss"]  # as PretrainModule.training_step
     with record_function("backward"):
         loss.backward()
     with record_function("optimizer"):

@@ -27,6 +27,16 @@ def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch) -> None:
     assert peak.peak_flops("cpu", torch.float32, tmp_path) == first
 
 
+def test_measuring_leaves_the_global_rng_alone(tmp_path) -> None:
+    # A run's dropout masks must not depend on whether the peak was cached or measured (pretrain()
+    # asks after seeding).
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    peak.peak_flops("cpu", torch.float32, tmp_path)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_cache_is_keyed_by_threads_and_dtype(tmp_path, monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(peak, "measure_matmul_flops", lambda dtype, **_: calls.append(dtype) or 1e9 * (len(calls)))

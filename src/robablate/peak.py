@@ -60,8 +60,10 @@ def env_peak() -> float | None:
 
 
 def measure_matmul_flops(n: int = PROBE_N, dtype: torch.dtype = torch.float32, repeats: int = REPEATS) -> float:
-    """Best FLOP/s of an n x n x n matmul on the CPU with torch's current threads."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    """Best FLOP/s of an n x n x n matmul on the CPU with torch's current threads. Its own generator:
+    the global RNG (dropout masks of the run that asks) must not depend on whether the cache existed."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
     torch.mm(a, b)  # warm-up: thread pool, packing buffers
     best = math.inf
     for _ in range(repeats):

@@ -75,7 +75,7 @@ class PretrainModule(pl.LightningModule):
         return batch
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self.model(**batch)
+        out = self.model(**batch, with_accuracy=False)  # training logs no accuracy: skip the argmax
         loss = out["loss"]
         self.last_loss = float(loss.detach())  # the step's one host sync (NaN check, results.json)
         if not math.isfinite(self.last_loss):
