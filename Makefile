@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run smoke test test-slurm slurm bench study clean
+.PHONY: install run smoke test test-slurm slurm bench bench-table1 study clean
 
 install: $(STAMP)
 
@@ -45,6 +45,16 @@ bench: install
 	$(PY) experiments/bench_pretrain.py
 	$(PY) experiments/bench_preprocess.py
 	$(PY) experiments/bench_startup.py
+
+# Study v2's Table 1 sweep (6 runs + 3 control runs) at two revisions: wall time and identical results
+# (experiments/bench_table1.py; ~30 min per side on 2 quiet cores). AFTER defaults to HEAD; *_ARGS are
+# extra run.py -m arguments for a side, e.g. AFTER_ARGS='hydra/launcher=local'.
+#   make bench-table1 BEFORE=<rev> [AFTER=<rev>] [BEFORE_ARGS='...'] [AFTER_ARGS='...']
+AFTER ?= HEAD
+bench-table1: install
+	@test -n "$(BEFORE)" || { echo "make bench-table1: set BEFORE=<git revision> (AFTER defaults to HEAD)"; exit 2; }
+	$(PY) experiments/bench_table1.py --before "$(BEFORE)" --after "$(AFTER)" \
+		--before-args "$(BEFORE_ARGS)" --after-args "$(AFTER_ARGS)"
 
 # The WikiText-2 CPU study v2 (experiments/wikitext2_cpu_v2/README.md): pilot, three sweeps and their
 # random-init controls, then the reports; about 2 h on 2 cores.

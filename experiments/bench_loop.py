@@ -1,27 +1,41 @@
-"""The loop the user runs: `python run.py` pretraining vs a plain transformers loop, real tokens/s.
+"""The loop the user runs: `python run.py` pretraining vs plain transformers loops, real tokens/s, and
+how close the real loop gets to the matmul ceiling of this machine.
 
 A (robablate): `run.py stage=pretrain` at its defaults (OpenMP policy from robablate/threads.py,
 train.pack, fused AdamW, clipping 1.0), FULL-SENTENCES without NSP, BERT-Mini (conf/model/mini.yaml:
 H 256, L 4, A 4, FFN 1024), WordPiece 8192, seq_len 128, batch.size 32, a subprocess; per-step times
 and real tokens come from its metrics.csv (`train/loop_s`: the whole loop between two micro-batches,
 data loading included; `train/batch_tokens`).
-B (transformers): the same instances (robablate's FULL-SENTENCES cut of the same corpus and tokenizer),
-32 per step in a shuffled order, padded to the longest and masked by `DataCollatorForLanguageModeling`
-(15%, 80/10/10), `BertForMaskedLM` (sdpa) of the same shape, `torch.optim.AdamW` (lr 1e-3, weight decay
-0.01), linear warm-up/decay, `clip_grad_norm_(1.0)`: the loop a transformers user writes. A subprocess
-with the caller's environment (OpenMP defaults unless the caller set them). Timed per step, the
-collator included.
+B (transformers), two baselines, each a subprocess with the caller's environment (OpenMP defaults
+unless the caller set them), `BertForMaskedLM` (sdpa) of the same shape, `torch.optim.AdamW` (lr 1e-3,
+weight decay 0.01), linear warm-up/decay, `clip_grad_norm_(1.0)`, `DataCollatorForLanguageModeling`
+(15%, 80/10/10), 32 examples per step, timed per step with the collator:
+- dense (the headline baseline): what `run_mlm.py` does by default (`group_texts`): the training
+  tokens of the same corpus and tokenizer (robablate's FULL-SENTENCES instances without their special
+  tokens) concatenated and cut into 126-token chunks + [CLS]/[SEP]: no padding at all;
+- padded: robablate's FULL-SENTENCES instances in a shuffled order, padded to the longest of each batch.
 
 Both: real (non-padding) tokens per second over the last 3/4 of the steps (the first quarter is warm-up).
-Runs alternate A, B, A, B, ... (`--rounds`), so load from other processes hits both; the median over
-rounds is reported with each round's number, the load average and the other runnable tasks
-(robablate/threads.py's measure) at the start of each run. Data: WikiText-2 from
-../shared/data/corpus/wikitext-2 when present, else the synthetic corpus. The last line is
-`speedup_real_loop_vs_transformers: X.XX` (robablate real tokens/s / transformers real tokens/s).
+Runs alternate A, B dense, B padded, ceiling, A, ... (`--rounds`), so load from other processes hits all;
+the median over rounds is reported with each round's number, the load average and the other runnable
+tasks (robablate/threads.py's measure) at the start of each run.
+
+The ceiling, in this process each round: fp32 matmuls at the model's own GEMM shapes (every Linear of
+the encoder and MLM head, forward and both backward products, at the benchmark's real tokens per step
+and MLM-selected rows) and a large square one (2048^3), best of 3 each: achievable FLOP/s. The real
+loop's fraction of it = model FLOPs per real token that training needs (models/bert.flops_per_token:
+the encoder, attention at the token-weighted instance length, the MLM head at the selected positions
+only) x its real tokens/s / achievable FLOP/s.
+
+Data: WikiText-2 from ../shared/data/corpus/wikitext-2 when present, else the synthetic corpus. The
+last line is `speedup_real_loop_vs_transformers_dense: X.XX` (robablate real tokens/s / dense
+transformers real tokens/s); `speedup_real_loop_vs_transformers_padded` precedes it.
 
     python experiments/bench_loop.py [--steps 60] [--rounds 2] [--variant NAME:KEY=VAL[,KEY=VAL]]
     # --variant nopack:train.pack=false  --variant passive:OMP_WAIT_POLICY=PASSIVE  (UPPERCASE = env var)
-    # --variant hf-passive:OMP_WAIT_POLICY=PASSIVE  (a name starting with hf: another transformers run)
+    # --variant hf-passive:OMP_WAIT_POLICY=PASSIVE,layout=padded  (a name starting with hf: another
+    #   transformers run; layout=dense (default) or padded)
+    # --baselines dense  (skip the padded baseline)   --no-ceiling  (skip the matmul probe)
 """
 
 from __future__ import annotations
@@ -108,6 +122,7 @@ def transformers_child(args) -> None:
                                                                                       args.cache_dir)))
     data = prepare(validate(cfg))
     inst, tok = data.phases[0], data.tokenizer
+    examples = dense_examples(inst, data.ids) if args.layout == "dense" else padded_examples(inst)
     m = cfg.model
     hf_cfg = BertConfig(vocab_size=data.ids.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
                         num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
@@ -117,12 +132,14 @@ def transformers_child(args) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     sched = get_linear_schedule_with_warmup(opt, int(WARMUP * args.steps), args.steps)
     collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
-    order = np.random.default_rng(0).permutation(len(inst.lengths))
-    tokens, secs = [], []
+    order = np.random.default_rng(0).permutation(len(examples))
+    if len(order) < 32 * args.steps:
+        raise SystemExit(f"{len(order)} {args.layout} examples, {32 * args.steps} needed for {args.steps} steps")
+    tokens, secs, padded = [], [], 0
     for step in range(args.steps):
         t = time.perf_counter()
         idx = order[step * 32:(step + 1) * 32]
-        batch = collator([{"input_ids": inst.input_ids[i, :inst.lengths[i]].tolist()} for i in idx])
+        batch = collator([{"input_ids": examples[i].tolist()} for i in idx])
         loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
@@ -132,16 +149,33 @@ def transformers_child(args) -> None:
         float(loss)
         secs.append(time.perf_counter() - t)
         tokens.append(float(batch["attention_mask"].sum()))
-    padded = sum(32 * int(inst.lengths[order[s * 32:(s + 1) * 32]].max()) for s in range(args.steps))
+        padded += batch["attention_mask"].numel()
     pad = 1 - sum(tokens) / padded
     print(json.dumps({"tokens_per_s": tail_rate(tokens, secs), "steps": args.steps,
                       "tokens_per_step": statistics.mean(tokens), "padding_fraction": pad,
                       "loss": float(loss)}))
 
 
-def run_transformers(args, env_extra: dict[str, str]) -> dict:
+def padded_examples(inst) -> list:
+    """robablate's FULL-SENTENCES instances, each as its real tokens ([CLS] ... [SEP])."""
+    return [inst.input_ids[i, :inst.lengths[i]] for i in range(len(inst.lengths))]
+
+
+def dense_examples(inst, ids, block: int = 128) -> list:
+    """run_mlm.py's group_texts: every training token concatenated and cut into block - 2 token chunks,
+    each + [CLS]/[SEP] (the instances' own [CLS]/[SEP]/padding dropped; [UNK] is a token)."""
+    import numpy as np
+
+    real = np.concatenate([row[:n] for row, n in zip(inst.input_ids, inst.lengths)])
+    real = real[~np.isin(real, [ids.pad, ids.cls, ids.sep, ids.mask])]
+    n = len(real) // (block - 2)
+    body = real[:n * (block - 2)].reshape(n, block - 2)
+    return list(np.concatenate([np.full((n, 1), ids.cls, body.dtype), body, np.full((n, 1), ids.sep, body.dtype)], 1))
+
+
+def run_transformers(args, env_extra: dict[str, str], layout: str) -> dict:
     cmd = [sys.executable, __file__, "--_transformers-child", "--steps", str(args.steps), "--corpus", args.corpus,
-           "--cache-dir", args.cache_dir]
+           "--cache-dir", args.cache_dir, "--layout", layout]
     t = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env_extra})
     if p.returncode:
@@ -151,8 +185,9 @@ def run_transformers(args, env_extra: dict[str, str]) -> dict:
     return out
 
 
-def padding_report(args) -> str:
-    """Padding share of robablate's training batches, padded vs packed (what the encoder computes on)."""
+def data_stats(args) -> dict:
+    """robablate's training batches (first --steps): padding padded vs packed, MLM-selected fraction,
+    token-weighted instance length (what attention needs), and the model config for FLOPs."""
     import numpy as np
     from hydra import compose, initialize_config_dir
 
@@ -166,17 +201,59 @@ def padding_report(args) -> str:
     plan = validate(cfg)
     data = prepare(plan)
     dm = PretrainDataModule(data, plan, cfg.masking, int(cfg.seed), 0, pack=False)
-    real = padded = slots = 0
+    real = padded = slots = selected = sq = 0
     n_inst = []
     for batch in dm.train_dataloader():  # the first train.max_steps (= --steps) batches
         packed = pack_batch(batch)
-        real += int(batch["attention_mask"].sum())
+        lengths = batch["attention_mask"].sum(1).double()
+        real += int(lengths.sum())
+        sq += float((lengths ** 2).sum())
         padded += batch["attention_mask"].numel()
         slots += packed["attention_mask"].numel()
+        selected += int((batch["mlm_labels"] != -100).sum())
         n_inst.append(len(batch["nsp_labels"]))
-    return (f"robablate batches (first {len(n_inst)}, format {plan.format}): {np.mean(n_inst):.1f} instances, "
-            f"{real / len(n_inst):.0f} real tokens per step; padding in the dense layers {1 - real / padded:.1%} padded -> "
+    steps = len(n_inst)
+    text = (f"robablate batches (first {steps}, format {plan.format}): {np.mean(n_inst):.1f} instances, "
+            f"{real / steps:.0f} real tokens per step; padding in the dense layers {1 - real / padded:.1%} padded -> "
             f"0% packed; empty attention slots {1 - real / slots:.1%} packed (rows of the longest instance)")
+    return {"text": text, "tokens_per_step": real / steps, "selected_fraction": selected / real,
+            "attn_len": sq / real, "model": plan.specs.model.config(data.ids.vocab_size, data.ids.pad)}
+
+
+# -- the ceiling: matmul FLOP/s at the model's own shapes and a large square one --------------------
+def gemm_shapes(model, tokens: int, selected: int) -> list[tuple[int, int, int]]:
+    """(M, K, N) of every Linear's forward product x[M, K] @ W[K, N] in one training step, and of its
+    two backward products (grad input [M, N] @ [N, K], grad weight [K, M] @ [M, N])."""
+    H, I, V = model.hidden_size, model.intermediate_size, model.vocab_size
+    forward = [(tokens, H, 3 * H), (tokens, H, H), (tokens, H, I), (tokens, I, H)] * model.num_layers
+    forward += [(selected, H, H), (selected, H, V)]  # MLM head at the selected positions
+    return [shape for m, k, n in forward for shape in ((m, k, n), (m, n, k), (k, m, n))]
+
+
+def best_seconds(m: int, k: int, n: int, repeats: int = 3, dtype: str = "float32") -> float:
+    import torch
+
+    a, b = torch.randn(m, k).to(getattr(torch, dtype)), torch.randn(k, n).to(getattr(torch, dtype))
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def ceiling(stats: dict) -> dict[str, float]:
+    """Achievable fp32 FLOP/s on this process's threads: the model's GEMMs (sum of FLOPs / sum of best
+    times) and a 2048^3 matmul; and the 2048^3 one in bf16 (for train.precision=bf16-mixed variants:
+    AMX / AVX512-BF16 CPUs run it several times faster, others may run it slower)."""
+    shapes = gemm_shapes(stats["model"], round(stats["tokens_per_step"]),
+                         round(stats["tokens_per_step"] * stats["selected_fraction"]))
+    flops = sum(2.0 * m * k * n for m, k, n in shapes)
+    model_shapes = flops / sum(best_seconds(*shape) for shape in shapes)
+    square = 2.0 * 2048**3
+    return {"model_shapes": model_shapes, "square_2048": square / best_seconds(2048, 2048, 2048),
+            "square_2048_bf16": square / best_seconds(2048, 2048, 2048, dtype="bfloat16")}
 
 
 def main() -> None:
@@ -187,35 +264,46 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(ROOT / ".cache"))
     p.add_argument("--variant", action="append", default=[],
                    help="NAME:KEY=VAL[,KEY=VAL]: another run.py arm per round (UPPERCASE keys are env vars)")
+    p.add_argument("--baselines", default="dense,padded", help="transformers baselines: dense,padded | dense | padded")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the matmul ceiling probe")
     p.add_argument("--_transformers-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--layout", default="dense", choices=["dense", "padded"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.corpus is None:
         args.corpus = "wikitext2" if (WIKITEXT / "train.txt").is_file() else "synthetic"
     if args._transformers_child:
         transformers_child(args)
         return
+    baselines = [b for b in args.baselines.split(",") if b]
+    if "dense" not in baselines or not set(baselines) <= {"dense", "padded"}:
+        raise SystemExit(f"--baselines {args.baselines!r}: a comma list of dense (required) and padded")
 
-    # name -> (transformers?, run.py overrides, environment); the baselines "robablate" and "transformers"
-    # run with the caller's environment and run.py's defaults.
-    variants = {"robablate": (False, [], {})}
+    # name -> (transformers layout or None, run.py overrides, environment); the baselines run with the
+    # caller's environment and run.py's defaults.
+    variants: dict[str, tuple[str | None, list[str], dict[str, str]]] = {"robablate": (None, [], {})}
     for spec in args.variant:
         name, _, kvs = spec.partition(":")
-        pairs = [kv.split("=", 1) for kv in kvs.split(",") if kv]
+        pairs = dict(kv.split("=", 1) for kv in kvs.split(",") if kv)
         hf = name.startswith("hf")
+        layout = pairs.pop("layout", "dense") if hf else None
         variants[f"{'transformers' if hf else 'robablate'} {name}"] = (
-            hf, [f"{k}={v}" for k, v in pairs if not k.isupper()], {k: v for k, v in pairs if k.isupper()})
-    variants["transformers"] = (True, [], {})
+            layout, [f"{k}={v}" for k, v in pairs.items() if not k.isupper()],
+            {k: v for k, v in pairs.items() if k.isupper()})
+    for b in baselines:
+        variants[f"transformers {b}"] = (b, [], {})
     print(f"corpus {args.corpus}, BERT-Mini, seq 128, batch 32, {args.steps} steps x {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY in the caller: {os.environ.get('OMP_WAIT_POLICY', 'unset')}",
           flush=True)
-    print(padding_report(args), flush=True)
+    stats = data_stats(args)
+    print(stats["text"], flush=True)
     rates: dict[str, list[float]] = {name: [] for name in variants}
+    ceilings: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for name, (hf, extra, env_extra) in variants.items():
+            for name, (layout, extra, env_extra) in variants.items():
                 before = busy()
-                if hf:
-                    res = run_transformers(args, env_extra)
+                if layout:
+                    res = run_transformers(args, env_extra, layout)
                     detail = (f"padding {res['padding_fraction']:.1%}, OMP_WAIT_POLICY="
                               f"{env_extra.get('OMP_WAIT_POLICY', os.environ.get('OMP_WAIT_POLICY', 'unset'))}, "
                               f"loss {res['loss']:.3f}")
@@ -225,13 +313,47 @@ def main() -> None:
                 rates[name].append(res["tokens_per_s"])
                 print(f"round {r} {name:24s} {res['tokens_per_s']:8,.0f} real tokens/s  ({res['tokens_per_step']:.0f} "
                       f"tokens/step, {res['wall_s']:.0f} s wall, {detail}; at start: {before})", flush=True)
-    base = statistics.median(rates["transformers"])
+            if not args.no_ceiling:
+                before = busy()
+                ceilings.append(ceiling(stats))
+                print(f"round {r} matmul ceiling: model shapes {ceilings[-1]['model_shapes'] / 1e9:,.1f} GFLOP/s, "
+                      f"2048^3 {ceilings[-1]['square_2048'] / 1e9:,.1f} GFLOP/s (fp32, {torch_threads()} threads; "
+                      f"bf16 2048^3 {ceilings[-1]['square_2048_bf16'] / 1e9:,.1f} GFLOP/s; "
+                      f"at start: {before})", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
-    print("| loop | real tokens/s (median; per round) | vs transformers |\n|---|---:|---:|")
+    print_summary(rates, stats, ceilings)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def print_summary(rates: dict[str, list[float]], stats: dict, ceilings: list[dict[str, float]]) -> None:
+    from robablate.models.bert import flops_per_token
+
+    med = {name: statistics.median(v) for name, v in rates.items()}
+    dense = med["transformers dense"]
+    print("| loop | real tokens/s (median; per round) | vs transformers dense |\n|---|---:|---:|")
     for name, v in rates.items():
-        print(f"| {name} | {statistics.median(v):,.0f} ({', '.join(f'{x:,.0f}' for x in v)}) | "
-              f"{statistics.median(v) / base:.2f} |")
-    print(f"speedup_real_loop_vs_transformers: {statistics.median(rates['robablate']) / base:.2f}")
+        print(f"| {name} | {med[name]:,.0f} ({', '.join(f'{x:,.0f}' for x in v)}) | {med[name] / dense:.2f} |")
+    if ceilings:
+        need = flops_per_token(stats["model"], round(stats["attn_len"]), stats["selected_fraction"])
+        achieved = need * med["robablate"]
+        shapes = statistics.median(c["model_shapes"] for c in ceilings)
+        square = statistics.median(c["square_2048"] for c in ceilings)
+        print(f"model FLOPs per real token that training needs: {need / 1e6:.1f} M (attention at the token-weighted "
+              f"instance length {stats['attn_len']:.0f}, MLM head at {stats['selected_fraction']:.1%} of tokens); "
+              f"real loop {achieved / 1e9:,.1f} GFLOP/s")
+        print(f"fraction_of_matmul_peak_model_shapes: {achieved / shapes:.2f}  ({shapes / 1e9:,.1f} GFLOP/s median)")
+        print(f"fraction_of_matmul_peak_square_2048: {achieved / square:.2f}  ({square / 1e9:,.1f} GFLOP/s median)")
+        bf16 = statistics.median(c["square_2048_bf16"] for c in ceilings)
+        print(f"bf16 matmul 2048^3: {bf16 / 1e9:,.1f} GFLOP/s median ({bf16 / square:.1f}x fp32; the ceiling of a "
+              f"train.precision=bf16-mixed variant)")
+    if "transformers padded" in med:
+        print(f"speedup_real_loop_vs_transformers_padded: {med['robablate'] / med['transformers padded']:.2f}")
+    print(f"speedup_real_loop_vs_transformers_dense: {med['robablate'] / dense:.2f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ line is `speedup_vs_transformers: X.XX` (transformers step time / robablate step
 
 On a GPU (--device cuda; experiments/gpu_check.sh) --precision bf16 runs both under bf16 autocast
 (as train.precision=bf16-mixed), the matmul probe is a bf16 matmul and MFU is also given against
-the datasheet peak (robablate.pretrain.PEAK_FLOPS_16BIT).
+the datasheet peak (robablate.peak.PEAK_FLOPS_16BIT).
 
     python experiments/bench_pretrain.py [--rounds 12] [--vocab 8192 --hidden 256 --layers 4 --heads 4
         --ffn 1024 --seq 128 --batch 32] [--threads N] [--compile] [--profile] [--device cuda --precision bf16]
@@ -213,8 +213,8 @@ def main() -> None:
     peak = 2 * mm_n**3 / med["matmul"]
     sheet = None
     if dev == "cuda" and args.precision == "bf16":
-        from robablate.pretrain import peak_flops
-        sheet = peak_flops("cuda", "bf16-mixed")
+        from robablate.peak import gpu_peak
+        sheet = gpu_peak(torch.device("cuda"), torch.bfloat16)
     flops = {"robablate": flops_per_token(cfg, args.seq, mlm_fraction),
              "transformers": flops_per_token(cfg, args.seq, 1.0)}  # its head runs at every position
     print(f"shape: vocab {args.vocab}, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, FFN {args.ffn}, "

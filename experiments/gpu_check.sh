@@ -31,7 +31,7 @@ import csv, json, sys
 from pathlib import Path
 run = Path(sys.argv[1])
 p = json.loads((run / "results.json").read_text())["pretrain"]
-mfu = f"{p['mfu']:.1%}" if p.get("mfu") is not None else "n/a (GPU not in robablate.pretrain.PEAK_FLOPS_16BIT)"
+mfu = f"{p['mfu']:.1%}" if p.get("mfu") is not None else "n/a (GPU not in robablate.peak.PEAK_FLOPS_16BIT)"
 print(f"{run.name}: {p['steps']} steps, {p['tokens_per_s']:,.0f} tokens/s, MFU {mfu}, "
       f"train {p['train_time_s']:.1f} s of {p['wall_s']:.1f} s wall, val MLM loss {p['val_mlm_loss']:.3f}")
 rows = [r for r in csv.DictReader(open(run / "pretrain" / "metrics.csv")) if r.get("train/tokens_per_s")]

@@ -19,7 +19,7 @@ PACKAGE = SRC / "robablate"
 # (data/) -> model -> config -> pretraining data / Lightning modules -> pretrain -> read-outs ->
 # results -> pipeline. A new module must be placed here (the test fails until it is).
 LAYERS = [
-    ["errors", "io", "schema", "settings", "threads", "quiet", "collapse", "trend", "relaunch"],
+    ["errors", "io", "schema", "settings", "threads", "peak", "quiet", "collapse", "trend", "relaunch"],
     ["data"],                                   # pure data code: no Plan, no Lightning wiring
     ["models", "metrics", "optim", "loggers", "registry", "sections"],  # loggers take a LoggerSpec, never the config
     ["config"],                                 # checks every rule (each module owns its own) -> Plan

@@ -93,6 +93,23 @@ def test_mlm_loss_is_cross_entropy_on_selected_positions_only():
     assert not torch.allclose(F.cross_entropy(logits.flatten(0, 1), ids.flatten()), expected, atol=1e-3)
 
 
+def test_training_without_accuracy_gives_the_same_loss_and_gradients():
+    # PretrainModule.training_step skips the MLM argmax (with_accuracy=False): nothing else may change.
+    m = make_model(nsp=True).train()
+    ids, tt, am, labels = batch()
+    outs = []
+    for with_accuracy in (True, False):
+        m.zero_grad()
+        torch.manual_seed(7)  # the same dropout masks
+        out = m(ids, tt, am, labels, nsp_labels=torch.tensor([0, 1, -100]), with_accuracy=with_accuracy)
+        out["loss"].backward()
+        outs.append((out, [p.grad.clone() for p in m.parameters() if p.grad is not None]))
+    (a, ga), (b, gb) = outs
+    assert torch.equal(a["loss"], b["loss"]) and all(torch.equal(x, y) for x, y in zip(ga, gb))
+    assert a["mlm_correct"] is not None and b["mlm_correct"] is None
+    assert torch.equal(a["nsp_correct"], b["nsp_correct"])
+
+
 def test_zero_selected_tokens_gives_finite_zero_loss_and_backward_works():
     m = make_model(nsp=True).train()
     ids, tt, am, _ = batch()

@@ -36,6 +36,9 @@ def test_smoke_writes_results_with_finite_metrics(tmp_path, cache_dir) -> None:
         assert math.isfinite(p[k]), k
     assert p["val_nsp_acc"] is None
     assert p["tokens_seen"] > 0 and p["steps"] == saved["plan"]["total_steps"]
+    # MFU on CPU too: against the matmul peak measured once into the cache (robablate/peak.py)
+    assert p["peak_flops"] > 0 and 0 < p["mfu"] and math.isfinite(p["mfu"])
+    assert p["peak_flops"] in json.loads((cache_dir / "peak_flops.json").read_text()).values()
     assert p["history"] and p["history"][-1]["step"] == p["steps"]
     env = saved["environment"]
     assert env["packages"]["torch"] and env["data_fingerprint"] and "device" in env

@@ -216,7 +216,9 @@ def validate(cfg: DictConfig) -> Plan:
     from robablate.loggers import LoggerSpec
     from robablate.models.bert import ModelSpec
     from robablate.optim import OptimizerSpec, ScheduleSpec
+    from robablate.peak import env_peak
 
+    env_peak()  # a bad ROBABLATE_PEAK_FLOPS stops the run here, not after data preparation
     fmt = FormatSpec.from_config(setting(cfg, "format.name"), setting(cfg, "nsp"),
                                  setting(cfg, "seq_len.short_seq_prob", 0.0))
     masking = MaskingSpec.from_config(cfg.masking)  # BERT §3.1 / RoBERTa §4.1; docs/facts.md §2

@@ -27,25 +27,12 @@ from robablate.datamodule import PretrainDataModule
 from robablate.errors import RobablateError
 from robablate.models.bert import BertConfig, BertForPretraining, flops_per_token, mfu
 from robablate.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_scheduler
+from robablate.peak import compute_dtype, peak_flops
 from robablate.progress import bars_fit_output, step_progress
 
 
 class TrainingDiverged(RobablateError):
     """The loss became NaN or infinite; the message names the step."""
-
-
-# Dense (no sparsity) bf16/fp16 tensor-core peak FLOP/s per GPU, from the vendors' datasheets, for MFU.
-# Matched in order against torch.cuda.get_device_name(); unknown devices (and CPUs) log no MFU.
-PEAK_FLOPS_16BIT = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
-
-
-def peak_flops(device: torch.device | str, precision: str) -> float | None:
-    """The device's 16-bit peak FLOP/s when training runs in 16-bit mixed precision, else None."""
-    device = torch.device(device)
-    if device.type != "cuda" or not str(precision).startswith(("bf16", "16")):
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_FLOPS_16BIT if key in name), None)
 
 
 class PretrainModule(pl.LightningModule):
@@ -69,7 +56,7 @@ class PretrainModule(pl.LightningModule):
         self.train_time = 0.0         # seconds in training steps (validation, checkpoints excluded), this rank
         self.history: list[dict[str, float]] = []
         self.last_loss = float("nan")
-        self.peak_flops: float | None = None   # per device, for MFU (set by pretrain() on known GPUs)
+        self.peak_flops: float | None = None   # per device, for MFU (set by pretrain(): robablate/peak.py)
         self._batch = (0, 0, 0)                # (tokens, MLM-selected tokens, length) of the current batch
         self._window: deque = deque(maxlen=20)  # (tokens, flops, seconds) of the last micro-batches
         self._val: dict[int, dict[str, float]] = {}
@@ -88,7 +75,7 @@ class PretrainModule(pl.LightningModule):
         return batch
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self.model(**batch)
+        out = self.model(**batch, with_accuracy=False)  # training logs no accuracy: skip the argmax
         loss = out["loss"]
         self.last_loss = float(loss.detach())  # the step's one host sync (NaN check, results.json)
         if not math.isfinite(self.last_loss):
@@ -337,7 +324,7 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
         default_root_dir=str(run_dir / "pretrain"),
         enable_model_summary=False, plugins=slurm_plugins(),
     )
-    module.peak_flops = peak_flops(trainer.strategy.root_device, plan.precision)
+    module.peak_flops = peak_flops(trainer.strategy.root_device, compute_dtype(plan.precision), spec.cache_dir)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # Our sampler restarts at trainer.global_step, so a mid-epoch resume is exact (docs/facts.md §6;
@@ -370,7 +357,7 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
         "tokens_per_step": tokens / trainer.global_step if trainer.global_step else None,
         "tokens_per_s": tps, "train_time_s": module.train_time, "wall_s": wall,
         "flops_per_token": flops_per_token(module.config, plan.phases[-1].max_len),
-        "peak_flops": module.peak_flops,  # per device; null on CPUs and unknown GPUs
+        "peak_flops": module.peak_flops,  # per device (peak.py): measured on CPUs, null on unknown GPUs
         "mfu": (mfu(module.config, plan.phases[-1].max_len, tps / trainer.world_size, module.peak_flops)
                 if module.peak_flops and math.isfinite(tps) else None),
         "interrupted": interrupted,

@@ -1,0 +1,105 @@
+"""Study v2's Table 1 sweep before and after a change: wall time and whether the results are identical.
+
+The sweep is what experiments/wikitext2_cpu_v2/run_all.sh runs for Table 1: `experiment=wikitext2_cpu_table1`
+(static vs dynamic masking x seeds 0,1,2: 6 runs, BERT-Tiny, 2M tokens, BLiMP) and its random-init
+control (`model.init=random masking=dynamic seed=0,1,2`). Each side runs from a detached git worktree of
+its revision (`git worktree add --detach`, removed afterwards), with PYTHONPATH at that worktree's src/, the
+same Python and the same cache folder (warmed by a short run of each side first, so neither pays for
+building tokenizers or token caches):
+
+    make bench-table1 BEFORE=<rev> AFTER=<rev> [AFTER_ARGS='hydra/launcher=local'] [BEFORE_ARGS=...]
+    python experiments/bench_table1.py --before <rev> --after <rev> [--after-args '...'] [--seeds 0,1,2]
+
+`*_ARGS` are extra `run.py -m` arguments for that side (a launcher, `train.compile=true`, ...). Printed:
+each side's wall seconds for the sweep, the control and both, the speedup, and whether every number of
+the results (bench_sweep.compare: plan, data, pretrain with its curve, BLiMP; timings excepted) is
+identical between the sides, else the largest difference. About 30 min per side on 2 quiet cores
+(study v2: 1,636 s + 145 s). Run it on a quiet machine; each side's results stay in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from bench_sweep import compare, sweep_results  # noqa: E402
+
+SWEEPS = {"table1": ["experiment=wikitext2_cpu_table1"],
+          "control": ["experiment=wikitext2_cpu_table1", "model.init=random", "masking=dynamic"]}
+
+
+def checkout(rev: str, where: Path) -> Path:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(where), rev], check=True,
+                   capture_output=True)
+    return where
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"{' '.join(cmd)} in {cwd} failed ({p.returncode}):\n{p.stderr[-4000:]}")
+    return time.perf_counter() - t
+
+
+def run_side(name: str, tree: Path, extra: list[str], args, out: Path) -> dict[str, float]:
+    common = [f"cache_dir={args.cache_dir}", "trainer.enable_progress_bar=false", *extra]
+    warm = [sys.executable, "run.py", "experiment=wikitext2_cpu_table1", "train.tokens=20000", "seed=0",
+            f"run_dir={out / name / 'warmup'}", *[a for a in common if "launcher" not in a]]
+    timed(warm, tree)
+    walls = {}
+    for sweep, overrides in SWEEPS.items():
+        folder = out / name / sweep
+        cmd = [sys.executable, "run.py", "-m", *overrides, f"seed={args.seeds}", f"hydra.sweep.dir={folder}", *common]
+        walls[sweep] = timed(cmd, tree)
+        print(f"{name} ({args.__dict__[name]}{' ' + ' '.join(extra) if extra else ''}): {sweep} {walls[sweep]:,.0f} s "
+              f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    return walls
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--before", required=True, help="git revision before the change")
+    p.add_argument("--after", required=True, help="git revision after the change (may equal --before)")
+    p.add_argument("--before-args", default="", help="extra run.py -m arguments for the before side")
+    p.add_argument("--after-args", default="", help="extra run.py -m arguments for the after side")
+    p.add_argument("--seeds", default="0,1,2", help="study v2's Table 1 seeds")
+    p.add_argument("--out", default=str(ROOT / "outputs" / "bench_table1"))
+    p.add_argument("--cache-dir", default=str(ROOT / ".cache"))
+    args = p.parse_args()
+    out = Path(args.out).resolve()
+    trees = out / "trees"
+    walls, results = {}, {}
+    try:
+        for name in ("before", "after"):
+            tree = checkout(getattr(args, name), trees / name)
+            walls[name] = run_side(name, tree, shlex.split(getattr(args, f"{name}_args")), args, out)
+            results[name] = {f"{s}/{k}": v for s in SWEEPS for k, v in sweep_results(out / name / s).items()}
+    finally:
+        for name in ("before", "after"):
+            if (trees / name).exists():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees / name)],
+                               capture_output=True)
+    same, account = compare(results["before"], results["after"])
+    b, a = sum(walls["before"].values()), sum(walls["after"].values())
+    print("| side | revision | table1 s | control s | total s |\n|---|---|---:|---:|---:|")
+    for name, total in (("before", b), ("after", a)):
+        extra = getattr(args, f"{name}_args")
+        print(f"| {name} | {getattr(args, name)}{' ' + extra if extra else ''} | {walls[name]['table1']:,.0f} | "
+              f"{walls[name]['control']:,.0f} | {total:,.0f} |")
+    print(f"results before vs after: {account}")
+    print(f"results_identical: {same}")
+    print(f"speedup_table1_after_vs_before: {b / a:.2f}")
+
+
+if __name__ == "__main__":
+    main()
