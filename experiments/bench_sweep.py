@@ -71,8 +71,8 @@ def compare(a: dict[str, Path], b: dict[str, Path]) -> tuple[bool, str]:
         x, y = results_numbers(a[run]), results_numbers(b[run])
         for key in sorted(set(x) | set(y)):
             u, v = x.get(key), y.get(key)
-            if u == v:
-                continue
+            if u == v or (isinstance(u, float) and isinstance(v, float) and math.isnan(u) and math.isnan(v)):
+                continue  # NaN == NaN here: e.g. the random-init control's train_loss (it trains nothing)
             differ += 1
             if isinstance(u, (int, float)) and isinstance(v, (int, float)):
                 rel = abs(u - v) / max(abs(u), abs(v), 1e-300)

@@ -43,7 +43,9 @@ def checkout(rev: str, where: Path) -> Path:
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
+    # The worktrees live elsewhere: ../shared/data (corpus, BLiMP) must be named from this checkout.
+    shared = os.environ.get("ROBABLATE_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src"), "ROBABLATE_SHARED_DATA": shared}
     t = time.perf_counter()
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if p.returncode:
