@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from robablate.errors import ConfigError, positive_int_or_none
+from robablate.errors import ConfigError, int_at_least, positive_int_or_none
 from robablate.settings import setting
 from robablate.schema import AXIS_TABLE
 
@@ -157,14 +157,6 @@ def _require(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"Invalid config `{key}`: {msg}")
 
 
-def _int_at_least(value: Any, key: str, minimum: int = 1) -> int:
-    """`value` if it is an integer >= minimum (not a bool), else a ConfigError naming `key`."""
-    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, key,
-             f"expected {what}, got {value!r}.")
-    return value
-
-
 def _positive_number(cfg: DictConfig, key: str) -> float:
     v = setting(cfg, key)
     _require(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, key,
@@ -239,7 +231,7 @@ def validate(cfg: DictConfig) -> Plan:
                  f"(model.max_position_embeddings={max_pos}); pick seq_len <= {max_pos} or a larger model.")
     val_len = int(setting(cfg, "train.val_max_len", phases_cfg[0].max_len))
     _require(8 <= val_len <= max_pos, "train.val_max_len", f"expected 8..{max_pos}, got {val_len}.")
-    val_instances = _int_at_least(setting(cfg, "train.val_instances", 512), "train.val_instances")
+    val_instances = int_at_least(setting(cfg, "train.val_instances", 512), "train.val_instances")
 
     tokenizer = TokenizerSpec.from_config(cfg.tokenizer)
     corpus = CorpusSpec.from_config(cfg.corpus)  # the keys only: check_corpus reads the files
@@ -247,7 +239,7 @@ def validate(cfg: DictConfig) -> Plan:
     # Batch: the global batch is realised as micro-batch x accumulation x devices (RoBERTa Table 3).
     size = setting(cfg, "batch.size")
     scale = setting(cfg, "batch.scale", 1.0) or 1.0
-    _int_at_least(size, "batch.size")
+    int_at_least(size, "batch.size")
     unit = setting(cfg, "batch.unit", "tokens")
     _require(unit in BATCH_UNITS, "batch.unit", f"expected one of {BATCH_UNITS}, got {unit!r}.")
     _require(isinstance(scale, (int, float)) and scale > 0, "batch.scale", f"expected a positive number, got {scale!r}.")
@@ -259,7 +251,7 @@ def validate(cfg: DictConfig) -> Plan:
                  f"the global batch ({global_batch} sequences) must be divisible by the number of devices "
                  f"(trainer.devices x trainer.num_nodes = {ws}).")
         micro = global_batch // ws
-    _int_at_least(micro, "batch.micro_batch_size")
+    int_at_least(micro, "batch.micro_batch_size")
     _require(global_batch % (micro * ws) == 0, "batch.micro_batch_size",
              f"the global batch ({global_batch} = batch.size x batch.scale) must be divisible by "
              f"micro-batch x devices ({micro} x {ws} = {micro * ws}); pick batch.micro_batch_size among "
@@ -271,7 +263,7 @@ def validate(cfg: DictConfig) -> Plan:
     mean_len = sum(f * ph.max_len for f, ph in zip(fractions, phases_cfg))
     max_steps, tokens = setting(cfg, "train.max_steps"), None
     if max_steps is not None:
-        total = _int_at_least(max_steps, "train.max_steps")
+        total = int_at_least(max_steps, "train.max_steps")
     else:
         tokens = _positive_number(cfg, "train.tokens")
         total = max(1, math.ceil(tokens / (global_batch * mean_len)))
@@ -297,13 +289,13 @@ def validate(cfg: DictConfig) -> Plan:
         schedule.check_peak(min(tune_lr), "tune.lr")
 
     every = setting(cfg, "train.val_every_steps")
-    every = _int_at_least(max(1, total // 10) if every is None else every, "train.val_every_steps")
+    every = int_at_least(max(1, total // 10) if every is None else every, "train.val_every_steps")
 
     logger = LoggerSpec.from_config(cfg.logger, experiment=str(setting(cfg, "experiment_name", "default")),
                                     run_dir=setting(cfg, "run_dir"), axes=axes_of(cfg, resolved={"format": fmt.name}),
                                     config=OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
     specs = Specs(
-        seed=_int_at_least(setting(cfg, "seed", 0), "seed", minimum=0),
+        seed=int_at_least(setting(cfg, "seed", 0), "seed", minimum=0),
         cache_dir=Path(setting(cfg, "cache_dir") or ".cache").resolve(), corpus=corpus, tokenizer=tokenizer,
         format=fmt, masking=masking, model=model, optimizer=optimizer, schedule=schedule, trainer=trainer_spec(cfg),
         logger=logger, val_instances=val_instances, val_max_len=val_len)
@@ -347,8 +339,8 @@ def trainer_spec(cfg: DictConfig) -> TrainerSpec:
         strategy=str(setting(cfg, "trainer.strategy", "auto")),
         deterministic=setting(cfg, "trainer.deterministic", True),
         enable_progress_bar=bool(setting(cfg, "trainer.enable_progress_bar", True)),
-        log_every_n_steps=_int_at_least(setting(cfg, "trainer.log_every_n_steps", 10), "trainer.log_every_n_steps"),
-        num_workers=_int_at_least(setting(cfg, "train.num_workers", 0), "train.num_workers", minimum=0),
+        log_every_n_steps=int_at_least(setting(cfg, "trainer.log_every_n_steps", 10), "trainer.log_every_n_steps"),
+        num_workers=int_at_least(setting(cfg, "train.num_workers", 0), "train.num_workers", minimum=0),
         compile=bool(setting(cfg, "train.compile", False)), pack=bool(setting(cfg, "train.pack", True)),
         checkpoint_every_steps=positive_int_or_none(setting(cfg, "train.checkpoint_every_steps"),
                                                     "train.checkpoint_every_steps"),
@@ -377,7 +369,7 @@ def _tune(cfg: DictConfig, budget: int) -> tuple[list[float] | None, int | None]
     else:
         _require(isinstance(tokens, (int, float)) and not isinstance(tokens, bool) and tokens > 0, "tune.tokens",
                  f"expected a positive number of tokens (or null for tune.fraction x the budget), got {tokens!r}.")
-    _int_at_least(setting(cfg, "tune.seed", 0), "tune.seed", minimum=0)
+    int_at_least(setting(cfg, "tune.seed", 0), "tune.seed", minimum=0)
     return sorted(float(v) for v in values), int(math.ceil(tokens))
 
 

@@ -25,7 +25,7 @@ from robablate.data.glue import TaskSpec, dev_splits, get_task
 from robablate.data.glue_encoding import EncodedSplit, PaddedBatches
 from robablate.metrics import task_metrics, task_score
 from robablate.models.bert import BertConfig, BertEncoder, BertForPretraining
-from robablate.errors import ConfigError
+from robablate.errors import ConfigError, int_at_least
 from robablate.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_scheduler, validate_lr
 
 
@@ -49,10 +49,7 @@ class FinetuneSettings:
         default = cls()
         get = lambda key, d: d if cfg_glue.get(key) is None else cfg_glue[key]  # noqa: E731
         for key in ("epochs", "batch_size", "max_len"):
-            v = get(key, getattr(default, key))
-            if isinstance(v, bool) or not isinstance(v, int) or v < (4 if key == "max_len" else 1):
-                raise ConfigError(f"glue.{key} must be a positive integer{' >= 4' if key == 'max_len' else ''}, "
-                                  f"got {v!r}")
+            int_at_least(get(key, getattr(default, key)), f"glue.{key}", 4 if key == "max_len" else 1)
         opt = default.optimizer
         return cls(max_len=get("max_len", default.max_len), epochs=get("epochs", default.epochs),
                    batch_size=get("batch_size", default.batch_size), lr=validate_lr(get("lr", default.lr), "glue.lr"),

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from robablate.errors import ConfigError
+from robablate.errors import ConfigError, int_at_least
 from robablate.settings import Spec, setting
 
 # our name -> transformers' SchedulerType name
@@ -86,9 +86,7 @@ class ScheduleSpec(Spec):
         name = cfg.get("name")
         if name not in SCHEDULERS:
             raise ConfigError(f"{section}.name must be one of {sorted(SCHEDULERS)}, got {name!r}")
-        steps = cfg.get("warmup_steps")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
-            raise ConfigError(f"{section}.warmup_steps must be a non-negative integer or null, got {steps!r}")
+        steps = int_at_least(cfg.get("warmup_steps"), f"{section}.warmup_steps", 0, null=True)
         frac = float(setting(cfg, "warmup_fraction", 0.0, null_is_default=True))
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"{section}.warmup_fraction must be in [0, 1), got {frac!r}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from robablate.registry import READOUTS, zero_shot
-from robablate.sections import chance_level, num as _num  # noqa: F401 - chance_level: the summary's public helper
+from robablate.sections import chance_level  # noqa: F401 - the summary's public helper (tests, notebooks)
 
 # Timings keys that are not stages of their own.
 _NOT_STAGES = ("total_s",)

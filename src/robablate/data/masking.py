@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from robablate.data.tokenizer import SpecialIds
-from robablate.errors import ConfigError
+from robablate.errors import ConfigError, int_at_least
 from robablate.settings import Spec
 
 _M64 = (1 << 64) - 1
@@ -127,9 +127,8 @@ def _check_fracs(mask_prob: float, mask_token_frac: float, random_token_frac: fl
 def _check_strategy(strategy: Any, dupe_factor: Any) -> None:
     if strategy not in STRATEGIES:
         raise ConfigError(f"masking must be one of {list(STRATEGIES)}, got {strategy!r}")
-    if strategy == "static" and (not isinstance(dupe_factor, (int, np.integer)) or isinstance(dupe_factor, bool)
-                                 or dupe_factor < 1):
-        raise ConfigError(f"masking.dupe_factor must be a positive integer for static masking, got {dupe_factor!r}")
+    if strategy == "static":
+        int_at_least(dupe_factor, "masking.dupe_factor", why="copies of static masks")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from robablate.io import atomic_dir, atomic_write_text, cache_key
-from robablate.errors import ConfigError
+from robablate.errors import ConfigError, int_at_least
 
 GENERATOR_VERSION = 1  # bump when the generated text changes, so old caches are not reused
 N_GROUPS = 4  # topic groups (the SYN-TOPIC classes)
@@ -196,11 +196,7 @@ def params(cfg_corpus: Mapping[str, Any] | None = None) -> dict[str, Any]:
             p[key] = cfg_corpus.get(key)
     for key in ("num_docs", "num_val_docs", "min_events", "max_events", "glue_train_rows", "glue_dev_rows",
                 "seed", "world_seed", "num_topics"):
-        v = p[key]
-        lo = 0 if key in ("seed", "world_seed") else 1
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ConfigError(f"corpus.{key}: expected an integer >= {lo}, got {v!r}.")
-        p[key] = int(v)
+        p[key] = int_at_least(p[key], f"corpus.{key}", 0 if key in ("seed", "world_seed") else 1)
     if p["max_events"] < p["min_events"]:
         raise ConfigError(f"corpus.max_events: must be >= corpus.min_events ({p['min_events']}), "
                           f"got {p['max_events']}.")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from robablate.io import atomic_dir, cache_key
-from robablate.errors import ConfigError, DataError, positive_int_or_none
+from robablate.errors import ConfigError, DataError, int_at_least, positive_int_or_none
 from robablate.settings import Spec, setting
 
 # Every tokenizer robablate trains puts these first, so their ids are 0..4. Code reads ids from
@@ -199,12 +199,9 @@ class TokenizerSpec(Spec):
             raise ConfigError(f"tokenizer.kind: expected one of {list(TOKENIZER_KINDS)}, got {kind!r}.")
         vs = _cfg(cfg_tokenizer, "vocab_size")
         need = len(SPECIAL_TOKENS) + BYTE_ALPHABET if kind == "bpe" else MIN_VOCAB
-        if isinstance(vs, bool) or not isinstance(vs, int) or vs < need:
-            why = "the 5 special tokens plus the 256 bytes" if kind == "bpe" else "5 special tokens + a minimal alphabet"
-            raise ConfigError(f"tokenizer.vocab_size: expected an integer >= {need} ({why}), got {vs!r}.")
-        mf = _cfg(cfg_tokenizer, "min_frequency", 2)
-        if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
-            raise ConfigError(f"tokenizer.min_frequency: expected a positive integer, got {mf!r}.")
+        why = "the 5 special tokens plus the 256 bytes" if kind == "bpe" else "5 special tokens + a minimal alphabet"
+        int_at_least(vs, "tokenizer.vocab_size", need, why=why)
+        mf = int_at_least(_cfg(cfg_tokenizer, "min_frequency", 2), "tokenizer.min_frequency")
         td = positive_int_or_none(_cfg(cfg_tokenizer, "train_docs"), "tokenizer.train_docs")
         return cls(kind=kind, vocab_size=vs, lowercase=bool(_cfg(cfg_tokenizer, "lowercase", True)),
                    min_frequency=mf, train_docs=td)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robablate.errors import ConfigError
+from robablate.errors import ConfigError, int_at_least
 from robablate.models.packed import PackedLayout, Regather
 
 IGNORE_INDEX = -100  # label value meaning "no loss here" (PyTorch's cross_entropy default)
@@ -45,9 +45,7 @@ class BertConfig:
     def __post_init__(self) -> None:
         for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                     "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"model.{key} must be a positive integer, got {value!r}")
+            int_at_least(getattr(self, key), f"model.{key}")
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"model.num_heads={self.num_heads} must divide model.hidden_size="
                               f"{self.hidden_size} (each head gets hidden_size / num_heads dims)")

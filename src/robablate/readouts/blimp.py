@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from robablate.data.blimp import MinimalPair, read_blimp
-from robablate.errors import ConfigError
+from robablate.errors import ConfigError, int_at_least
 
 CONFIG_KEYS = {"data_dir": "a folder of <paradigm>.jsonl files",
                "max_pairs": "null or a positive integer (pairs read per paradigm)",
@@ -159,13 +159,8 @@ def check_config(section: Mapping[str, Any], key: str = "eval.blimp") -> None:
     if not isinstance(s.get("data_dir"), str) or not s["data_dir"]:
         raise ConfigError(f"Invalid config `{key}.data_dir`: expected {CONFIG_KEYS['data_dir']}, "
                           f"got {s.get('data_dir')!r}.")
-    mp = s.get("max_pairs")
-    if mp is not None and (not isinstance(mp, int) or isinstance(mp, bool) or mp < 1):
-        raise ConfigError(f"Invalid config `{key}.max_pairs`: expected {CONFIG_KEYS['max_pairs']}, got {mp!r}.")
-    bt = s.get("batch_tokens", 8192)
-    if not isinstance(bt, int) or isinstance(bt, bool) or bt < 1:
-        raise ConfigError(f"Invalid config `{key}.batch_tokens`: expected {CONFIG_KEYS['batch_tokens']}, "
-                          f"got {bt!r}.")
+    int_at_least(s.get("max_pairs"), f"{key}.max_pairs", null=True, why="pairs read per paradigm")
+    int_at_least(s.get("batch_tokens", 8192), f"{key}.batch_tokens", why="tokens per forward pass")
 
 
 def check(section: Mapping[str, Any], stage: str = "all") -> list[MinimalPair] | None:
