@@ -113,3 +113,17 @@ def test_notebook_leads_with_the_budget_plots_on_a_ladder(tmp_path, monkeypatch)
     outs = code[i].outputs
     assert any("image/png" in o.get("data", {}) for o in outs)
     assert "Trend per doubling of tokens" in "".join(o.get("data", {}).get("text/markdown", "") for o in outs)
+
+
+def test_unpaired_rungs_count_in_the_trend_with_their_welch_interval(tmp_path):
+    """Arms with different seeds do not pair: each rung's Welch interval still gives the trend a point."""
+    ladder(tmp_path, lambda tok: -0.05 * np.log2(tok / 5e5))
+    for f in tmp_path.rglob("masking=dynamic/seed=*/results.json"):  # dynamic runs get seeds 10..12
+        import json
+
+        d = json.loads(f.read_text())
+        d["seed"] = d["config"]["seed"] = d["seed"] + 10
+        f.write_text(json.dumps(d))
+    br = budget.load_budget_report(tmp_path, primary=["val_mlm_loss"])
+    assert (br.table["n_pairs"] == 0).all() and br.table["in_trend"].all()
+    assert br.trends.iloc[0]["rungs_used"] == 3

@@ -103,10 +103,14 @@ def test_dry_run_of_the_study_stays_within_6_cpu_hours(tmp_path):
                                        "PYTHON": __import__("sys").executable}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     totals = [line.split() for line in r.stdout.splitlines() if line.split()[:1] == ["total"]]
-    assert len(totals) == 10  # pilot, 3 + 3 + 2 rungs, control
+    pilot = bool(list((RESULTS / "pilot").rglob("results.json")))  # a committed pilot is reused, not re-run
+    assert ("reusing the committed pilot" in r.stderr) == pilot
+    assert len(totals) == 9 + (not pilot)  # (pilot), 3 + 3 + 2 rungs, control
     runs, hours = sum(int(t[1]) for t in totals), sum(float(t[-1]) for t in totals)
-    assert runs == 63 and hours <= 6.0, (runs, hours)
-    assert not list((tmp_path / "out").rglob("results.json"))  # nothing ran
+    assert runs == 60 + 3 * (not pilot) and hours + 0.3 * pilot <= 6.0, (runs, hours)
+    out = tmp_path / "out"  # nothing ran: no run started, the only results.json are the committed pilot's copies
+    assert not list(out.rglob("started.json"))
+    assert len(list(out.rglob("results.json"))) == len(list((RESULTS / "pilot").rglob("results.json")))
 
 
 def test_study_script_refuses_a_dirty_tree_unless_told(tmp_path):

@@ -64,14 +64,14 @@ seed_committed() {  # seed_committed <name> <dir>: committed results.json of thi
 
 save() {  # save <name> <dir>: copy the rung's results.json files into results/ and commit them
   $PY experiments/wikitext2_cpu/collect.py "$2" "$HERE/results/$1"
-  cp "$OUT/cpu_times.txt" "$HERE/results/cpu_times.txt"
+  touch "$OUT/cpu_times.txt" && cp "$OUT/cpu_times.txt" "$HERE/results/cpu_times.txt"
   if [ -z "${NO_COMMIT:-}" ]; then
     git add "$HERE/results/$1" "$HERE/results/cpu_times.txt"
     git commit -q -m "study v3: $1 results (runs at ${PIN:0:12})" -- "$HERE/results/$1" "$HERE/results/cpu_times.txt"
   fi
 }
 
-rung() {  # rung <part> <tokens or ->: one sweep of the part's preset at one budget, timed by bash's `time`
+rung() {  # rung <part> <tokens or ->: one sweep of the part's preset at one budget, timed by timed.py
   local part=$1 tokens=$2 name dir args=()
   name=$part; [ "$tokens" = - ] || { name=$part/tokens-$tokens; args=(train.tokens=$tokens); }
   dir=$OUT/$name
@@ -83,9 +83,8 @@ rung() {  # rung <part> <tokens or ->: one sweep of the part's preset at one bud
     (cd "$SRC" && PYTHONPATH="$SRC/src" $PY run.py -m experiment=${PRESET[$part]} "${args[@]}" dry_run=true \
        hydra.sweep.dir="$dir" 2>/dev/null)
   else
-    TIMEFORMAT="$name cpu_s %U+%S wall_s %R"
-    { time (cd "$SRC" && PYTHONPATH="$SRC/src" $PY run.py -m experiment=${PRESET[$part]} "${args[@]}" \
-        hydra.sweep.dir="$dir" trainer.enable_progress_bar=false) 2>&3; } 3>&2 2>>"$OUT/cpu_times.txt"
+    (cd "$SRC" && PYTHONPATH="$SRC/src" $PY "$REPO/$HERE/timed.py" "$OUT/cpu_times.txt" "$name" \
+       $PY run.py -m experiment=${PRESET[$part]} "${args[@]}" hydra.sweep.dir="$dir" trainer.enable_progress_bar=false)
   fi
   [ -n "${DRY_RUN:-}" ] && return 0
   touch "$dir/.done"
@@ -96,6 +95,9 @@ for part in $PARTS; do
   for t in ${RUNGS[$part]}; do rung "$part" "$t"; done
   if [ "$part" = pilot ] && [ -z "${DRY_RUN:-}" ]; then
     $PY $HERE/pilot.py "$OUT/pilot" > "$HERE/results/pilot.md"
+    if [ -z "${NO_COMMIT:-}" ] && [ -n "$(git status --porcelain -- "$HERE/results/pilot.md")" ]; then
+      git add "$HERE/results/pilot.md" && git commit -q -m "study v3: pilot.md" -- "$HERE/results/pilot.md"
+    fi
     # The batch rungs must give the largest batch enough steps (pilot.py states the rule).
     $PY $HERE/pilot.py "$OUT/pilot" --check ${RUNGS[batch]}
   fi

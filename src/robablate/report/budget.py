@@ -7,7 +7,7 @@ is exactly what a one-budget sweep would say. Across rungs this module adds, per
 baseline) and primary read-out: a table (rung, tokens, steps per arm, diff [95% CI], verdict, collapsed
 arms) and the trend of the effect in log2(tokens) from robablate.trend (its docstring states the method
 and its coverage; tests/test_trend.py simulates it). A rung with a collapsed arm, identical training or
-fewer than 2 pairs shows in the table but is left out of the trend, as no verdict is drawn from it.
+a confound or no interval shows in the table but is left out of the trend, as no verdict is drawn from it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from robablate.trend import LEVEL, fmt_tokens, slope_log2
 COMPARISON = ["axis", "arm", "baseline", "task", "metric"]
 RUNG_COLUMNS = [*COMPARISON, "model", "rung", "tokens", "steps_arm", "steps_base", "n_pairs", "diff_mean",
                 "diff_ci_low", "diff_ci_high", "df", "se", "mde", "p_holm", "verdict", "collapsed",
-                "confounded_by", "tokens_arm", "tokens_base", "in_trend"]
+                "confounded_by", "tokens_arm", "tokens_base", "in_trend", "left_out"]
 TREND_COLUMNS = [*COMPARISON, "model", "n_rungs", "rungs_used", "slope", "slope_low", "slope_high", "slope_se",
                  "slope_df", "slope_mde", "reading", "left_out"]
 METHOD = ("equal-weight least-squares slope in log2(tokens), its standard error from each rung's own "
@@ -93,16 +93,26 @@ def rung_rows(rung: Rung, index: int) -> list[dict]:
     rows = []
     for _, r in p[p["family"] == "primary"].iterrows():
         se = rung_se(float(r["diff_ci_low"]), float(r["diff_ci_high"]), float(r["df"]))
-        ok = (not r["collapsed"] and not bool(r.get("identical_training", False))
-              and int(r["n_pairs"] or 0) >= 2 and math.isfinite(se))
+        out = _left_out(r, se)
         rows.append({**{c: r[c] for c in COMPARISON}, "model": rung.model, "rung": index, "tokens": rung.tokens,
                      "steps_arm": _steps(rung, r["axis"], r["arm"]),
                      "steps_base": _steps(rung, r["axis"], r["baseline"]),
                      **{c: r[c] for c in ("n_pairs", "diff_mean", "diff_ci_low", "diff_ci_high", "df", "mde",
                                           "p_holm", "verdict", "collapsed", "confounded_by", "tokens_arm",
                                           "tokens_base")},
-                     "se": se, "in_trend": ok})
+                     "se": se, "in_trend": not out, "left_out": out})
     return rows
+
+
+def _left_out(row: pd.Series, se: float) -> str:
+    """Why a rung's row gives the trend no point ('' when it does): the rung itself draws no verdict."""
+    if row["collapsed"]:
+        return f"collapsed arm: {row['collapsed']}"
+    if bool(row.get("identical_training", False)):
+        return "identical training"
+    if row["confounded_by"]:
+        return f"confounded by {row['confounded_by']}"
+    return "" if math.isfinite(se) and se > 0 else "no interval"
 
 
 def trend_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -111,8 +121,8 @@ def trend_rows(table: pd.DataFrame) -> pd.DataFrame:
     for key, g in table.groupby([*COMPARISON, "model"], sort=False):
         g = g.sort_values("tokens")
         use = g[g["in_trend"]]
-        left = [f"{fmt_tokens(t)} ({'collapsed arm: ' + c if c else 'no interval'})"
-                for t, c in zip(g.loc[~g["in_trend"], "tokens"], g.loc[~g["in_trend"], "collapsed"])]
+        left = [f"{fmt_tokens(t)} ({why})" for t, why in zip(g.loc[~g["in_trend"], "tokens"],
+                                                             g.loc[~g["in_trend"], "left_out"])]
         row = dict(zip([*COMPARISON, "model"], key), n_rungs=len(g), rungs_used=len(use), left_out="; ".join(left))
         if use["tokens"].nunique() >= 2:
             t = slope_log2(use["tokens"], use["diff_mean"], use["se"], use["df"])
