@@ -8,7 +8,7 @@ Both scorers score the same model:
 - naive: transformers BertForMaskedLM loaded from the exported folder; per sentence, its masked copies
   in one batch, full [copies, L, vocab] logits and log_softmax, the masked entries picked out (the
   headline `speedup_vs_naive_pll`); also one forward pass per masked copy (`speedup_vs_one_copy_per_pass`);
-- fast: robablate.readouts.blimp.pll on the native model (same-length sentences' copies batched
+- fast: robablate.minimal_pairs.blimp.pll on the native model (same-length sentences' copies batched
   together, MLM head only at the masked positions, inference mode).
 The ratio is measured interleaved on a subset of pairs (naive is slow), then the fast scorer is timed
 on the whole folder (the 6,700-pair shared subset). Prints `speedup_vs_naive_pll:` and the PLL
@@ -67,10 +67,10 @@ def main() -> None:
     from transformers import AutoTokenizer, BertForMaskedLM
     from transformers.utils import logging as hf_logging
 
-    from robablate.data.blimp import read_blimp
+    from robablate.minimal_pairs.blimp_reader import read_blimp
     from robablate.models.bert import BertConfig, BertForPretraining
     from robablate.models.hf_export import load_native_from_hf, save_hf
-    from robablate.readouts.blimp import pll, score_pairs
+    from robablate.minimal_pairs.blimp import pll, score_pairs
 
     hf_logging.set_verbosity_error()
     tok = AutoTokenizer.from_pretrained(args.hf)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import compose_cfg, shared_data
-from robablate.data.blimp import MinimalPair, normalize_field, read_blimp, read_paradigm
+from robablate.minimal_pairs.blimp_reader import MinimalPair, normalize_field, read_blimp, read_paradigm
 from robablate.errors import ConfigError, DataError
-from robablate.readouts import blimp
+from robablate.minimal_pairs import blimp
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny ops, one thread
 
@@ -224,7 +224,7 @@ def synthetic_pairs(n: int, seed: int = 0, function_words: bool = False) -> list
     swapped (bad), as SYN-ORDER builds its unacceptable rows; with `function_words`, the bad sentence
     instead swaps `the` and the adjective (`{verb} {adj} the {noun}`), an order the corpus never has."""
     from robablate.data.synthetic import make_world
-    from robablate.data.synthetic_glue import ORDER_SLOTS, TASK_SENTENCE
+    from robablate.glue.synthetic_tasks import ORDER_SLOTS, TASK_SENTENCE
 
     world = make_world()
     rng = np.random.default_rng([seed, 11])

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from robablate import finetune as ft
-from robablate.data import glue, glue_encoding as ge
+from robablate.glue import finetune as ft
+from robablate.glue import encoding as ge, tasks as glue
 from robablate.data.formats import truncation_counts
 from robablate.errors import ConfigError, DataError
 from robablate.models.bert import BertConfig, BertForPretraining
 from robablate.optim import OptimizerSpec
-from robablate.readouts import glue as rg
+from robablate.glue import readout as rg
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -264,14 +264,14 @@ def test_finetune_all_glue_section(tmp_path):
 
     from conftest import compose_cfg
     from robablate.config import validate
-    from robablate.data import synthetic_glue
+    from robablate.glue import synthetic_tasks
     from robablate.models.hf_export import save_hf
 
     cfg = compose_cfg(["glue.tasks=[SYN-TOPIC]", "glue.seeds=2", "glue.epochs=1", "glue.max_train_examples=48",
                        "glue.max_eval_examples=24", "glue.max_len=32", "glue.grid={lr:[1.0e-5,5.0e-3]}",
                        f"cache_dir={tmp_path / 'cache'}", "trainer.enable_progress_bar=false",
                        "trainer.accelerator=cpu"])
-    syn = synthetic_glue.ensure_glue(cfg.corpus, cfg.cache_dir)
+    syn = synthetic_tasks.ensure_glue(cfg.corpus, cfg.cache_dir)
     tok = make_tokenizer(glue.load_task(syn, "SYN-TOPIC", "train").texts_a + glue.load_task(syn, "SYN-TOPIC", "dev").texts_a)
     hf_dir = save_hf(BertForPretraining(tiny_config(len(tok)), nsp=False), tmp_path / "hf", tokenizer=tok)
     section = rg.finetune_all(OmegaConf.to_container(cfg.glue, resolve=True), validate(cfg), tmp_path / "run", hf_dir, tok)

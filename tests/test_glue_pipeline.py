@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, compose_cfg
 
-from robablate.data import glue, glue_encoding as ge
+from robablate.glue import encoding as ge, tasks as glue
 from robablate.errors import ConfigError
 from robablate.pipeline import run
-from robablate.readouts import glue as rg
+from robablate.glue import readout as rg
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
@@ -113,13 +113,13 @@ def test_refinetune_finished_run_on_synthetic_tasks_and_same_seed_repeats(finish
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from robablate.data import synthetic_glue
+    from robablate.glue import synthetic_tasks
     from robablate.models.hf_export import encoder_state_from_hf
 
     hf_dir = finished_run / "pretrain" / "hf"
     config, state = encoder_state_from_hf(hf_dir)
     again = rg.finetune_task(state, config, AutoTokenizer.from_pretrained(str(hf_dir)), "SYN-NEXT",
-                             synthetic_glue.ensure_glue(cfg.corpus, cache_dir), 0, OmegaConf.to_container(cfg.glue),
+                             synthetic_tasks.ensure_glue(cfg.corpus, cache_dir), 0, OmegaConf.to_container(cfg.glue),
                              finished_run / "again", cache_dir=cache_dir, trainer_kwargs={"accelerator": "cpu"})
     seed0 = saved["glue"]["tasks"]["SYN-NEXT"]["seeds"][0]
     assert again["metrics"] == seed0["metrics"] and again["best_epoch"] == seed0["best_epoch"]
@@ -171,7 +171,8 @@ def test_synthetic_topic_labels_come_from_corpus_knowledge(finished_run, cache_d
     BERT learns punctuation and function-word slots first, not content-word associations.)"""
     from transformers import AutoTokenizer
 
-    from robablate.data import synthetic, synthetic_glue
+    from robablate.data import synthetic
+    from robablate.glue import synthetic_tasks
     from robablate.models.hf_export import encoder_state_from_hf
 
     cfg = compose_cfg([*PRETRAIN, f"cache_dir={cache_dir}"])
@@ -179,7 +180,7 @@ def test_synthetic_topic_labels_come_from_corpus_knowledge(finished_run, cache_d
     config, _ = encoder_state_from_hf(hf_dir)
     tok = AutoTokenizer.from_pretrained(str(hf_dir))
     docs = list(synthetic.iter_synthetic(synthetic.params(cfg.corpus), "train"))
-    syn = synthetic_glue.ensure_glue(cfg.corpus, cache_dir)
+    syn = synthetic_tasks.ensure_glue(cfg.corpus, cache_dir)
     encoded = ge.load_encoded("SYN-TOPIC", syn, tok, 128, cache_dir)
     cfg_glue = {"lr": 1e-3, "epochs": 4, "batch_size": 32, "max_len": 128}
     scores = {}
@@ -214,7 +215,7 @@ def test_mlm_pretraining_beats_chance_and_random_init_on_syn_order(tmp_path, cac
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from robablate.data import synthetic_glue
+    from robablate.glue import synthetic_tasks
     from robablate.models.hf_export import encoder_state_from_hf
 
     cfg = compose_cfg([*ORDER_RUN, f"cache_dir={cache_dir}", f"run_dir={tmp_path / 'run'}"])
@@ -223,7 +224,7 @@ def test_mlm_pretraining_beats_chance_and_random_init_on_syn_order(tmp_path, cac
     hf_dir = tmp_path / "run" / "pretrain" / "hf"
     config, _ = encoder_state_from_hf(hf_dir)
     tok = AutoTokenizer.from_pretrained(str(hf_dir))
-    syn = synthetic_glue.ensure_glue(cfg.corpus, cache_dir)
+    syn = synthetic_tasks.ensure_glue(cfg.corpus, cache_dir)
     random_init = [rg.finetune_task(None, config, tok, "SYN-ORDER", syn, seed, OmegaConf.to_container(cfg.glue),
                                     tmp_path / "random" / str(seed), cache_dir=cache_dir,
                                     trainer_kwargs={"accelerator": "cpu"})["score"] for seed in range(3)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robablate.data import glue, glue_hub
+from robablate.glue import hub as glue_hub, tasks as glue
 from robablate.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"

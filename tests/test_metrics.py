@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from robablate.errors import ConfigError
-from robablate.metrics import glue_score, split_metrics, summarize_seeds, task_metrics, task_score
+from robablate.glue.metrics import glue_score, split_metrics, summarize_seeds, task_metrics, task_score
 
 # A 2x2 confusion written out by hand: TP=3, FN=1, FP=2, TN=4 (positive = 1).
 LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])

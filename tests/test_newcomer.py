@@ -71,7 +71,7 @@ def test_bad_glue_file_fails_before_any_training_step(tmp_path, cache_dir, task,
 
 def test_every_bad_glue_file_is_listed_in_one_error(tmp_path) -> None:
     from robablate.errors import DataError
-    from robablate.readouts.glue import check_glue_files
+    from robablate.glue.readout import check_glue_files
 
     data = glue_copy(tmp_path, "RTE")
     glue_copy(tmp_path, "MRPC")
@@ -241,7 +241,7 @@ def test_run_shows_steps_not_epochs_no_leafspec_and_ends_with_a_summary(tmp_path
 
 
 def test_summary_names_metrics_scores_conventions_and_blimp() -> None:
-    from robablate.metrics import glue_score
+    from robablate.glue.metrics import glue_score
     from robablate.summary import format_summary, summary_line
 
     med = {"MRPC": {"f1": 0.81, "acc": 0.72}, "RTE": {"acc": 0.55}, "SYN-TOPIC": {"acc": 0.9}}

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from robablate.data import corpus, synthetic, synthetic_glue
+from robablate.data import corpus, synthetic
+from robablate.glue import synthetic_tasks
 from robablate.errors import ConfigError
 
 SMALL = {"kind": "synthetic", "name": "synthetic", "num_docs": 300, "num_val_docs": 20, "seed": 0}
@@ -111,7 +112,7 @@ def test_bad_generator_config_names_the_key():
 
 @pytest.fixture(scope="module")
 def glue_dir(tmp_path_factory) -> Path:
-    return synthetic_glue.write_synthetic_glue(tmp_path_factory.mktemp("glue"), seed=0, n_train=400, n_dev=200)
+    return synthetic_tasks.write_synthetic_glue(tmp_path_factory.mktemp("glue"), seed=0, n_train=400, n_dev=200)
 
 
 def test_glue_files_parse_in_their_layouts(glue_dir):
@@ -192,9 +193,9 @@ def test_syn_order_swaps_two_word_classes_with_unseen_dev_words(glue_dir):
 
 
 def test_syn_sim_score_tracks_shared_attributes(glue_dir):
-    assert synthetic_glue.sim_score((0, 1, 7, 3), (0, 1, 7, 3)) == 5.0
-    assert synthetic_glue.sim_score((0, 1, 7, 3), (1, 5, 8, 3)) == 0.0  # same verb index, other topic: not shared
-    assert synthetic_glue.sim_score((0, 1, 7, 3), (0, 2, 7, 3)) == 2.5
+    assert synthetic_tasks.sim_score((0, 1, 7, 3), (0, 1, 7, 3)) == 5.0
+    assert synthetic_tasks.sim_score((0, 1, 7, 3), (1, 5, 8, 3)) == 0.0  # same verb index, other topic: not shared
+    assert synthetic_tasks.sim_score((0, 1, 7, 3), (0, 2, 7, 3)) == 2.5
     _, rows = _read_tsv(glue_dir / "SYN-SIM" / "train.tsv")
     overlap = [len(_words(r[7]) & _words(r[8])) for r in rows]
     rho = spearmanr([float(r[9]) for r in rows], overlap).statistic
@@ -202,12 +203,12 @@ def test_syn_sim_score_tracks_shared_attributes(glue_dir):
 
 
 def test_ensure_glue_is_cached_and_shared_by_seed_and_config(tmp_path):
-    a = synthetic_glue.ensure_glue(0, tmp_path)
+    a = synthetic_tasks.ensure_glue(0, tmp_path)
     mtime = (a / "SYN-TOPIC" / "train.tsv").stat().st_mtime_ns
-    b = synthetic_glue.ensure_glue({"kind": "synthetic", "name": "synthetic", "seed": 0}, tmp_path)
+    b = synthetic_tasks.ensure_glue({"kind": "synthetic", "name": "synthetic", "seed": 0}, tmp_path)
     assert a == b and (b / "SYN-TOPIC" / "train.tsv").stat().st_mtime_ns == mtime
-    assert sorted(p.name for p in a.iterdir()) == sorted(synthetic_glue.SYNTHETIC_TASKS)
-    c = synthetic_glue.ensure_glue({**SMALL, "world_seed": 3}, tmp_path)
+    assert sorted(p.name for p in a.iterdir()) == sorted(synthetic_tasks.SYNTHETIC_TASKS)
+    c = synthetic_tasks.ensure_glue({**SMALL, "world_seed": 3}, tmp_path)
     assert c != a
     world3 = synthetic.make_world(24, 3)
     _, rows = _read_tsv(c / "SYN-TOPIC" / "dev.tsv")

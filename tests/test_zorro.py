@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg
-from robablate.data.zorro import PHENOMENA, phenomenon, read_paradigm, read_zorro
+from robablate.minimal_pairs.zorro_reader import PHENOMENA, phenomenon, read_paradigm, read_zorro
 from robablate.errors import ConfigError, DataError
-from robablate.readouts import zorro
+from robablate.minimal_pairs import zorro
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny ops, one thread
 

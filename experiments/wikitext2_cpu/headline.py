@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robablate.data.blimp import FIELDS as BLIMP_FIELDS
+from robablate.minimal_pairs.blimp_reader import FIELDS as BLIMP_FIELDS
 
 ROWS = (  # (task, metric, label)
     ("pretrain", "val_mlm_loss", "val MLM loss"),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robablate.data.blimp import FIELDS
+from robablate.minimal_pairs.blimp_reader import FIELDS
 from robablate.report.stats import mde_paired, welch_ci
 
 # Expected |effect| on validation MLM loss per table, measured before this study:

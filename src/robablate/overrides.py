@@ -138,7 +138,7 @@ def ineffective_settings(cfg: DictConfig, typed: dict[str, Any]) -> list[str]:
                        f"({'glue=none' if glue_name == 'none' else 'glue.tasks=[]'}), so this has no effect; set "
                        f"glue.tasks=[...] (e.g. glue=default) or drop it.")
     elif "glue.data_dir" in typed and sel("glue.data_dir") is not None:
-        from robablate.data.glue import get_task
+        from robablate.glue.tasks import get_task
 
         reads = sel("glue.source", "local") == "local" and any(not get_task(t).synthetic for t in tasks)
         if not reads:

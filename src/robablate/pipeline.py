@@ -210,7 +210,7 @@ def _finetune_only(cfg: DictConfig, plan: Plan, run_dir: Path, base: dict[str, A
     fields (axes, seed, config, ...), so the report reads it like any other run."""
     from transformers import AutoTokenizer
 
-    from robablate.readouts.glue import finetune_all
+    from robablate.glue.readout import finetune_all
 
     hf_dir = run_dir / "pretrain" / "hf"
     results_path = run_dir / "results.json"

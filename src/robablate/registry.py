@@ -6,13 +6,18 @@ An entry owns, for its read-out:
   * its code, named by an import string (`impl`, loaded only when the read-out runs, so this module
     stays low in the layering): `check_config(section)` (no files, before the run folder exists),
     `check(section, stage)` (its input files, before any compute; returns what `run` needs) and
-    `run(context) -> dict` (its results.json section, `results_key`);
+    `run(context) -> dict` (its results.json section, `results_key`); `section` is the read-out's own
+    config section as a plain dict (`eval.blimp`, `glue`), `context` a `Context` below (the section, what
+    `check` returned, the run's Plan and folders, the native `robablate.models.bert.BertForPretraining`
+    and the run's Hugging Face tokenizer). The implementations sit with their domain: minimal_pairs/
+    (`blimp`, `zorro`) and glue/ (`glue.readout`);
   * how its results.json section reads back (robablate/sections.py): the end-of-run summary lines,
     the one-line sweep summary part, the W&B summary dict and the report's tidy rows, each row with
     its read-out, kind, group and rank as data (the report orders and selects by them).
 
 Adding a zero-shot read-out of minimal pairs (as Zorro was added) is: a conf/readouts/<name>.yaml, a
-data reader, an `impl` module with the three functions, one `pairs(...)` entry below, docs and tests.
+reader and an `impl` module with the three functions (side by side in minimal_pairs/), one `pairs(...)`
+entry below, docs and tests.
 """
 
 from __future__ import annotations
@@ -69,13 +74,13 @@ READOUTS: dict[str, Readout] = {r.name: r for r in (
             metric="val_mlm_loss", impl=None, timing="pretrain_s", lines=sections.mlm_lines, part=sections.mlm_part,
             wandb=sections.mlm_wandb, rows=sections.mlm_rows, always=True),
     # BLiMP (Warstadt et al., TACL 2020): 67 paradigms; overall = mean over paradigms, per field and term.
-    pairs("blimp", "BLiMP", (("by_field", "field"), ("by_term", "term")), "robablate.readouts.blimp",
+    pairs("blimp", "BLiMP", (("by_field", "field"), ("by_term", "term")), "robablate.minimal_pairs.blimp",
           "accuracy, mean over paradigms"),
     # Zorro (Huebner et al., CoNLL 2021): 23 paradigms in a child-directed vocabulary, per phenomenon.
-    pairs("zorro", "Zorro", (("by_phenomenon", "phenomenon"), ("by_paradigm", "paradigm")), "robablate.readouts.zorro",
+    pairs("zorro", "Zorro", (("by_phenomenon", "phenomenon"), ("by_paradigm", "paradigm")), "robablate.minimal_pairs.zorro",
           "accuracy, mean over paradigms", logged=(("by_phenomenon", "phenomenon"), ("by_paradigm", "paradigm"))),
     Readout(name="glue", kind="finetune", config_key="glue", results_key="glue", label="GLUE", metric="score",
-            impl="robablate.readouts.glue", timing="finetune_s", lines=sections.glue_lines, part=sections.glue_part,
+            impl="robablate.glue.readout", timing="finetune_s", lines=sections.glue_lines, part=sections.glue_part,
             wandb=sections.glue_wandb, rows=sections.glue_rows, always=True),
 )}
 ZERO_SHOT = "zero_shot"

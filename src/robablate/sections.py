@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-from robablate.data.glue import TASKS
+from robablate.glue.tasks import TASKS
 
 Results = Mapping[str, Any]
 # A tidy row: (task, fine-tuning seed or None, metric, value, (group rank, group name)).

@@ -6,7 +6,7 @@ A document picks one topic and a small cast of named entities, introduces them, 
 verbs follow the topic's script in order. So there is signal where BERT/RoBERTa look for it: words
 predict their topic (MLM), the next sentence continues the cast, topic and script (NSP, SEGMENT-PAIR
 vs FULL/DOC-SENTENCES, RoBERTa §4.2), and a role noun ("the trader") refers back to an entity named
-earlier. The synthetic GLUE-format tasks are drawn from the same world (data/synthetic_glue.py).
+earlier. The synthetic GLUE-format tasks are drawn from the same world (glue/synthetic_tasks.py).
 
 The corpus is cached on disk under a hash of the generator parameters and built atomically.
 """

@@ -1,5 +1,5 @@
 """GLUE from the Hugging Face hub (`glue.source=hf`): the hub's columns and label orders mapped onto
-the registry's (data/glue.py), so a class index means the same thing whichever source the data came
+the registry's (glue/tasks.py), so a class index means the same thing whichever source the data came
 from (docs/facts.md §3).
 
 HF *datasets* order MNLI differently (entailment, neutral, contradiction) and names the binary classes
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from robablate.data.glue import Split, TaskSpec, get_task, split_file
+from robablate.glue.tasks import Split, TaskSpec, get_task, split_file
 from robablate.errors import ConfigError, DataError
 
 _HF_TEXT_COLUMNS = (("premise", "hypothesis"), ("question1", "question2"), ("question", "sentence"),

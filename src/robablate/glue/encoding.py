@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from robablate.data.formats import token_type_ids, truncation_counts
-from robablate.data.glue import Split, TaskSpec, dev_splits, get_task, load_task, submission_splits
-from robablate.data.glue_hub import load_task_hf
+from robablate.glue.tasks import Split, TaskSpec, dev_splits, get_task, load_task, submission_splits
+from robablate.glue.hub import load_task_hf
 from robablate.data.tokenizer import special_ids, tokenizer_fingerprint
 from robablate.errors import ConfigError
 from robablate.io import atomic_dir, cache_key

@@ -1,5 +1,5 @@
 """Zorro zero-shot (Huebner et al., CoNLL 2021): 23 paradigms of minimal pairs in a child-directed
-vocabulary, built for small masked LMs such as BabyBERTa. Scored exactly as BLiMP (readouts/blimp.py):
+vocabulary, built for small masked LMs such as BabyBERTa. Scored exactly as BLiMP (minimal_pairs/blimp.py):
 pseudo-log-likelihood (Salazar et al., ACL 2020), a pair correct when the grammatical sentence scores
 strictly higher (a tie is wrong); overall = mean over paradigms, per phenomenon = mean of its
 paradigms. Huebner et al. score with a holistic (unmasked) cross-entropy as well; PLL keeps the two
@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Sequence
 
-from robablate.data.blimp import MinimalPair
-from robablate.data.zorro import read_zorro
-from robablate.readouts import blimp
+from robablate.minimal_pairs.blimp_reader import MinimalPair
+from robablate.minimal_pairs.zorro_reader import read_zorro
+from robablate.minimal_pairs import blimp
 
 KEY = "eval.zorro"
 

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from robablate.data.glue import GLUE_TASK_NAMES, TaskSpec, dev_splits, get_task
+from robablate.glue.tasks import GLUE_TASK_NAMES, TaskSpec, dev_splits, get_task
 
 # Metric-name suffix per dev split: MNLI's matched / mismatched accuracies are acc_m / acc_mm.
 _SPLIT_SUFFIX = {"dev": "", "dev_matched": "_m", "dev_mismatched": "_mm"}

@@ -4,7 +4,7 @@ Protocol (RoBERTa §3.1 / Appendix C, BERT §4.1): a classifier on the pooled [C
 tanh pooler -> dropout -> Linear(H, num_labels)); MSE on one output for regression tasks (STS-B);
 AdamW with linear warmup over 6% of the steps then linear decay to 0; every dev split is evaluated
 after every epoch and the best epoch kept (dev-set selection). Inputs come from
-data.glue_encoding; the per-task run and the seeds x grid loop are in readouts.glue.
+glue.encoding; the per-task run and the seeds x grid loop are in glue.readout.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from robablate.data.glue import TaskSpec, dev_splits, get_task
-from robablate.data.glue_encoding import EncodedSplit, PaddedBatches
-from robablate.metrics import task_metrics, task_score
+from robablate.glue.tasks import TaskSpec, dev_splits, get_task
+from robablate.glue.encoding import EncodedSplit, PaddedBatches
+from robablate.glue.metrics import task_metrics, task_score
 from robablate.models.bert import BertConfig, BertEncoder, BertForPretraining
 from robablate.errors import ConfigError, int_at_least
 from robablate.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_scheduler, validate_lr

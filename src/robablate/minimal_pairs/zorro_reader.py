@@ -6,14 +6,14 @@ sentence per line: lines 1, 3, 5, ... (odd, counting from 1) are ungrammatical, 
 grammatical, and lines 2k-1 and 2k form a pair. The file name is the paradigm; it starts with its
 phenomenon (`agreement_subject_verb-across_relative_clause`, `island-effects-adjunct_island`), and two
 phenomena have a hyphen in their own name, so the phenomena are listed (the 13 of the paper's Table 2).
-Pairs are `data.blimp.MinimalPair`s: `uid` the paradigm, `term` its phenomenon, `field` "zorro".
+Pairs are `blimp_reader.MinimalPair`s: `uid` the paradigm, `term` its phenomenon, `field` "zorro".
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from robablate.data.blimp import MinimalPair, paradigm_files
+from robablate.minimal_pairs.blimp_reader import MinimalPair, paradigm_files
 from robablate.errors import DataError
 
 # Zorro's phenomena, as its paradigm files spell them (phueb/Zorro, sentences/babyberta/).

@@ -1,15 +1,15 @@
 """GLUE task registry and readers for the official TSV layouts (and for `glue.source=hf`).
 
 One place for each GLUE fact: folder and file names, which columns hold the texts and the label,
-the label order, the metrics, the GLUE-server submission names. Everything else (metrics.py,
-data/glue_encoding.py, readouts/glue.py, the report) asks `get_task(name)`.
+the label order, the metrics, the GLUE-server submission names. Everything else (glue/metrics.py,
+glue/encoding.py, glue/readout.py, the report) asks `get_task(name)`.
 
 Label orders follow the GLUE/Hugging Face *processors* (transformers' `glue_processors`), which are
 also what the label strings in the TSV files and the GLUE server use:
   CoLA/SST-2/MRPC/QQP/WNLI ("0", "1"); QNLI/RTE ("entailment", "not_entailment");
   MNLI ("contradiction", "entailment", "neutral").
 HF *datasets* order MNLI differently (entailment, neutral, contradiction) and names the binary classes
-(e.g. "unacceptable"/"acceptable"); data/glue_hub.py maps those to our order through `hf_labels`, so a
+(e.g. "unacceptable"/"acceptable"); glue/hub.py maps those to our order through `hf_labels`, so a
 class index means the same thing whichever source the data came from (docs/facts.md §3).
 
 Readers split on "\\t" only, never with CSV quoting: MNLI, QQP and QNLI hold unbalanced `"`, and a
@@ -144,7 +144,7 @@ GLUE_TASKS: tuple[TaskSpec, ...] = (
 
 
 def _synthetic(name: str, like: str, labels: tuple[str, ...] = ()) -> TaskSpec:
-    """A synthetic task written by data/synthetic_glue.py in the layout of the GLUE task `like`, with
+    """A synthetic task written by glue/synthetic_tasks.py in the layout of the GLUE task `like`, with
     its metrics and (unless given) its labels; train.tsv + dev.tsv only."""
     base = next(t for t in GLUE_TASKS if t.name == like)
     return TaskSpec(name, base.layout, labels or base.labels, base.metrics, base.main_metric, test_files=(),

@@ -4,7 +4,7 @@
 Unlike the zero-shot read-outs this one trains, so besides its `glue` section (a plain mapping) its
 entry points take the run's Plan and folders: `check_glue_config` / `check_glue_files` (before any
 compute), `finetune_task` (one task, one seed) and `finetune_all` (every task x seed x grid point). The Lightning pieces are in
-robablate.finetune, the encoding and its cache in robablate.data.glue_encoding. When a task's test
+robablate.glue.finetune, the encoding and its cache in robablate.glue.encoding. When a task's test
 files are present, the selected epoch also predicts them into GLUE-server files.
 """
 
@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from robablate.config import Plan
-from robablate.data.glue import TaskSpec, dev_splits, get_task, load_task, submission_splits, submission_text
-from robablate.data.glue_encoding import EncodedSplit, check_source, load_encoded, test_splits_present
+from robablate.glue.tasks import TaskSpec, dev_splits, get_task, load_task, submission_splits, submission_text
+from robablate.glue.encoding import EncodedSplit, check_source, load_encoded, test_splits_present
 from robablate.data.tokenizer import special_ids
 from robablate.errors import ConfigError, DataError
-from robablate.finetune import FinetuneModule, FinetuneSettings, GlueDataModule, predict
+from robablate.glue.finetune import FinetuneModule, FinetuneSettings, GlueDataModule, predict
 from robablate.io import atomic_write_text
-from robablate.metrics import glue_score, summarize_seeds
+from robablate.glue.metrics import glue_score, summarize_seeds
 from robablate.models.bert import BertConfig
 from robablate.progress import bars_fit_output
 
@@ -220,7 +220,7 @@ def finetune_all(cfg_glue: Mapping[str, Any], plan: Plan, run_dir: str | Path, h
     Writes run_dir/glue/<task>/seed=<n>/ (metrics.csv, dev_predictions.tsv, submission/ when the task's
     test files are present) and run_dir/glue/submission/: per task, the GLUE-server files of the seed
     with the best dev score (dev-set selection, as for the grid), ready to zip and upload."""
-    from robablate.data import synthetic_glue
+    from robablate.glue import synthetic_tasks
     from robablate.data.tokenizer import load_tokenizer
     from robablate.loggers import build_loggers, wants_csv
     from robablate.models.hf_export import encoder_state_from_hf
@@ -236,7 +236,7 @@ def finetune_all(cfg_glue: Mapping[str, Any], plan: Plan, run_dir: str | Path, h
     config, state = encoder_state_from_hf(init or hf_dir)
     max_len = check_model(config, tokenizer, FinetuneSettings.from_config(cfg_glue).max_len)
     run_dir, cache_dir = Path(run_dir), specs.cache_dir
-    syn_dir = synthetic_glue.glue_folder(specs.corpus.generator, cache_dir) if any(t.synthetic for t in tasks) else None
+    syn_dir = synthetic_tasks.glue_folder(specs.corpus.generator, cache_dir) if any(t.synthetic for t in tasks) else None
     trainer_kwargs = {"accelerator": specs.trainer.accelerator, "precision": plan.precision,
                       "deterministic": bool(specs.trainer.deterministic),
                       "enable_progress_bar": specs.trainer.enable_progress_bar and bars_fit_output()}

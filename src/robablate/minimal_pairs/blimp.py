@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from robablate.data.blimp import MinimalPair, read_blimp
+from robablate.minimal_pairs.blimp_reader import MinimalPair, read_blimp
 from robablate.errors import ConfigError, int_at_least
 
 CONFIG_KEYS = {"data_dir": "a folder of <paradigm>.jsonl files",
