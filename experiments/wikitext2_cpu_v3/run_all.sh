@@ -62,12 +62,35 @@ seed_committed() {  # seed_committed <name> <dir>: committed results.json of thi
   done
 }
 
-save() {  # save <name> <dir>: copy the rung's results.json files into results/ and commit them
+# The reports: one per comparison, each led by its effects-across-budgets section (budget.md once a part
+# has two rungs), and the README blocks; rebuilt after every rung, so a commit mid-study is consistent.
+# The masking rungs validate on WikiText-2's first 16 articles (corpus.max_docs caps both splits), the
+# control on all of valid.txt: it joins the comparisons read on the same validation set only.
+reports() {
+  local R=$HERE/results CTRL=()
+  [ -d $R/control ] && CTRL=($R/control)
+  if [ -d $R/masking ]; then report $R/masking --out $HERE/report/masking; fi
+  if [ -d $R/nsp ]; then
+    report $R/nsp "${CTRL[@]}" --baseline format=segment_pair --out $HERE/report/nsp_full_vs_segment_pair
+    report $R/nsp "${CTRL[@]}" --baseline format=full_sentences --out $HERE/report/nsp_doc_vs_full
+  fi
+  if [ -d $R/batch ]; then report $R/batch "${CTRL[@]}" --out $HERE/report/batch; fi
+  $PY $HERE/quote.py
+}
+report() { $PY -m robablate.report "$@" > /dev/null; }
+
+save() {  # save <name> <dir>: copy the rung's results.json files into results/, rebuild the reports, commit
   $PY experiments/wikitext2_cpu/collect.py "$2" "$HERE/results/$1"
-  touch "$OUT/cpu_times.txt" && cp "$OUT/cpu_times.txt" "$HERE/results/cpu_times.txt"
+  # CPU times of every sitting: the committed lines plus this sitting's, the newest line per rung kept.
+  touch "$OUT/cpu_times.txt" "$HERE/results/cpu_times.txt"
+  cat "$HERE/results/cpu_times.txt" "$OUT/cpu_times.txt" | awk '!($1 in last) {order[++n] = $1} {last[$1] = $0}
+    END {for (i = 1; i <= n; i++) print last[order[i]]}' > "$OUT/cpu_times.merged"
+  mv "$OUT/cpu_times.merged" "$HERE/results/cpu_times.txt"
+  reports
   if [ -z "${NO_COMMIT:-}" ]; then
-    git add "$HERE/results/$1" "$HERE/results/cpu_times.txt"
-    git commit -q -m "study v3: $1 results (runs at ${PIN:0:12})" -- "$HERE/results/$1" "$HERE/results/cpu_times.txt"
+    git add "$HERE/results/$1" "$HERE/results/cpu_times.txt" "$HERE/report" "$HERE/README.md"
+    git commit -q -m "study v3: $1 results (runs at ${PIN:0:12}), reports" -- "$HERE/results/$1" \
+      "$HERE/results/cpu_times.txt" "$HERE/report" "$HERE/README.md"
   fi
 }
 
@@ -104,16 +127,4 @@ for part in $PARTS; do
 done
 
 [ -n "${DRY_RUN:-}" ] && exit 0
-# The reports: one per comparison, each led by its effects-across-budgets section (budget.md).
-# The masking rungs validate on WikiText-2's first 16 articles (corpus.max_docs caps both splits), the
-# control on all of valid.txt: it joins the comparisons read on the same validation set only.
-R=$HERE/results
-CTRL=(); [ -d $R/control ] && CTRL=($R/control)
-report() { $PY -m robablate.report "$@" > /dev/null; }
-if [ -d $R/masking ]; then report $R/masking --out $HERE/report/masking; fi
-if [ -d $R/nsp ]; then
-  report $R/nsp "${CTRL[@]}" --baseline format=segment_pair --out $HERE/report/nsp_full_vs_segment_pair
-  report $R/nsp "${CTRL[@]}" --baseline format=full_sentences --out $HERE/report/nsp_doc_vs_full
-fi
-if [ -d $R/batch ]; then report $R/batch "${CTRL[@]}" --out $HERE/report/batch; fi
-$PY $HERE/quote.py
+reports
