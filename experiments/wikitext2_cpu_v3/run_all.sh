@@ -29,7 +29,7 @@ export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 export ROBABLATE_SHARED_DATA=${ROBABLATE_SHARED_DATA:-$(realpath -m ../shared/data)}
 declare -A PRESET=([pilot]=wikitext2_cpu_v3_pilot [masking]=wikitext2_cpu_v3_masking [nsp]=wikitext2_cpu_v3_nsp
                    [batch]=wikitext2_cpu_v3_batch [control]=wikitext2_cpu_v3_control)
-declare -A RUNGS=([pilot]=- [masking]="500000 1000000 2000000 4000000" [nsp]="500000 1000000 2000000"
+declare -A RUNGS=([pilot]=- [masking]="500000 1000000 2000000 3000000 4000000" [nsp]="1000000 2000000 4000000"
                   [batch]="2000000 4000000" [control]=-)
 # RUNGS_<part>="..." runs only those rungs of a part, in that order (a sitting that fits its time).
 for part in "${!RUNGS[@]}"; do v=RUNGS_$part; [ -z "${!v:-}" ] || RUNGS[$part]=${!v}; done
