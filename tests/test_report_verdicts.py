@@ -45,6 +45,51 @@ def test_judge_rule_marks_one_token_models_and_not_learning_ones():
     assert collapse.judge(7.1391, 0.1013, 5.5717, 0.1013)["collapsed"]
 
 
+def _history(losses, accs):
+    return [{"step": 100 * (i + 1), "val_mlm_loss": l, "val_mlm_acc": a} for i, (l, a) in enumerate(zip(losses, accs))]
+
+
+def test_a_run_that_learned_then_overfit_is_not_collapsed():
+    # study v3, masking static at 4M tokens, seed 0 (the numbers its results.json records): it left the
+    # unigram solution by step 291 (6.480 < 6.519, acc 0.069), then its val loss rose to 6.671 while its
+    # accuracy kept rising: overfitting its 16 articles' static copies, not a model that learned nothing
+    hist = _history([6.544, 6.519, 6.480, 6.490, 6.516, 6.547, 6.586, 6.631, 6.657, 6.671],
+                    [0.044, 0.054, 0.069, 0.082, 0.093, 0.098, 0.100, 0.101, 0.103, 0.1025])
+    j = collapse.judge(6.6707, 0.1025, 6.5188, 0.0439, history=hist)
+    assert not j["collapsed"] and j["why"] == ""
+    assert j["overfit"].startswith("overfit: val MLM loss 6.4800 at step 300") and "rose to 6.6707" in j["overfit"]
+    # without the history (a run recorded before it was passed) the loss criterion alone decides
+    assert collapse.judge(6.6707, 0.1025, 6.5188, 0.0439)["collapsed"]
+    # noise around the unigram loss is not overfit: study v3's masking dynamic at 1M, seed 2, dipped
+    # 0.004 below it at one point (less than OVERFIT_MARGIN) and ended 0.001 above it
+    noisy = _history([6.537, 6.525, 6.540, 6.530, 6.524, 6.529], [0.058, 0.059, 0.055, 0.058, 0.055, 0.057])
+    j = collapse.judge(6.5289, 0.0567, 6.5276, 0.0439, history=noisy)
+    assert j["collapsed"] and not j["overfit"]
+    # a run whose accuracy fell back to the one-token predictor's is collapsed whatever it did before
+    assert collapse.judge(6.60, 0.050, 6.5188, 0.0439, history=hist)["collapsed"]
+    # the same dip with a best point 0.019 below the unigram loss (inside OVERFIT_MARGIN) is not enough
+    assert collapse.judge(6.53, 0.07, 6.5188, 0.0439, history=_history([6.4998, 6.53], [0.07, 0.07]))["collapsed"]
+    assert not collapse.judge(6.53, 0.07, 6.5188, 0.0439, history=_history([6.4980, 6.53], [0.07, 0.07]))["collapsed"]
+
+
+def test_overfit_arm_keeps_its_verdict_and_is_named(tmp_path):
+    hist = _history([6.50, 6.45, 6.55, 6.65], [0.06, 0.08, 0.09, 0.10])
+    for s in range(3):
+        old = collapse.judge(6.65 + 0.01 * s, 0.10, 6.52, 0.044)  # recorded without history: "collapsed"
+        assert old["collapsed"]
+        write_run(tmp_path, f"s{s}", seed=s, axes={"masking": "static"},
+                  pretrain={"collapse": old, "history": hist, "val_mlm_loss": 6.65 + 0.01 * s})
+        write_run(tmp_path, f"d{s}", seed=s, axes={"masking": "dynamic"},
+                  pretrain={"collapse": collapse.judge(6.40 - 0.01 * s, 0.10, 6.52, 0.044),
+                            "val_mlm_loss": 6.40 - 0.01 * s})
+    rep = load_report([tmp_path])  # the report re-judges the recorded numbers with the current rule
+    assert rep.collapsed == {} and sorted(rep.overfit) == [str(tmp_path / f"s{s}") for s in range(3)]
+    row = rep.paired[rep.paired["metric"] == "val_mlm_loss"].iloc[0]
+    assert row["verdict"].startswith("CI excludes 0") and "static: 3 of 3 runs overfit" in row["verdict"]
+    md = render.markdown(rep, {})
+    assert "## Overfit runs" in md and "## Collapsed runs" not in md
+
+
 def test_recorded_rule_needs_equal_accuracy_across_seeds_and_a_stuck_end():
     stuck = [0.03, 0.0527, 0.0527, 0.0527]
     runs = [("a", 0, stuck), ("b", 1, stuck), ("c", 2, [0.05, 0.1, 0.12, 0.13])]
@@ -205,6 +250,10 @@ def test_end_of_run_summary_names_collapse_and_chance_levels():
            "glue": {"seeds": 1, "tasks": {"RTE": {"median_metrics": {"acc": 0.52}}}}}
     text = format_summary(res)
     assert "COLLAPSED" in text and "RTE        acc 0.5200  (chance: acc 0.500)" in text
+    res["pretrain"]["collapse"] = collapse.judge(6.6, 0.10, 6.52, 0.044,
+                                                 history=_history([6.45, 6.6], [0.08, 0.10]))
+    text = format_summary(res)
+    assert "COLLAPSED" not in text and "OVERFIT (overfit: val MLM loss 6.4500 at step 100" in text
 
 
 def test_study_script_refuses_a_dirty_tree_unless_told(tmp_path):

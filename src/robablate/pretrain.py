@@ -377,4 +377,5 @@ def collapse_section(module: PretrainModule, data: PreparedData, final: dict[str
     counts[data.ids.all()] = 0  # specials are never masked, never a label
     hist = labels.numpy()
     base = unigram_baseline(counts, np.repeat(np.arange(hist.size), hist))
-    return judge(final["val_mlm_loss"], final["val_mlm_acc"], base["unigram_loss"], base["unigram_acc"])
+    return judge(final["val_mlm_loss"], final["val_mlm_acc"], base["unigram_loss"], base["unigram_acc"],
+                 history=module.history)

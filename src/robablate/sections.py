@@ -59,7 +59,8 @@ def mlm_lines(results: Results) -> list[str]:
     if c.get("unigram_loss") is not None:
         lines.append(f"  baselines     unigram MLM loss {num(c['unigram_loss'])}, one-token MLM acc "
                      f"{num(c.get('unigram_acc'))}: " + (f"COLLAPSED ({c['why']}): this run has not "
-                     "tested its arm" if c.get("collapsed") else "beaten"))
+                     "tested its arm" if c.get("collapsed") else f"OVERFIT ({c['overfit']})" if c.get("overfit")
+                     else "beaten"))
     return lines
 
 

@@ -22,7 +22,7 @@ from robablate.registry import zero_shot
 from robablate.report import render
 from robablate.report.blocked import blocked_table
 from robablate.report.collect import (AXES, PRETRAIN_METRICS, TIDY_COLUMNS, collapsed_runs, collect, history_frame, load_runs,
-                                      primary_of, tidy_frame)
+                                      overfit_runs, primary_of, tidy_frame)
 from robablate.report.plots import (PLOTS, plot_effects, plot_glue, plot_mlm_curve, plot_tasks,
                                     plot_throughput, plot_tokens)
 from robablate.report.design import (batch_sizes, compute_table, design_frame, off_axis_table, resolve_baselines,
@@ -54,6 +54,7 @@ class Report:
     gain: pd.DataFrame = field(default_factory=pd.DataFrame)      # arm - control per axis, task and metric
     primary: tuple[str, ...] = DEFAULT_PRIMARY                    # the Holm family's read-outs (report.primary)
     collapsed: dict[str, str] = field(default_factory=dict)       # run_dir -> why it counts as collapsed
+    overfit: dict[str, str] = field(default_factory=dict)         # run_dir -> how it overfit (verdicts kept)
     blocked: pd.DataFrame = field(default_factory=pd.DataFrame)   # confounded comparisons read within the other axis
 
 
@@ -95,8 +96,8 @@ def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, st
         raise ConfigError(f"report.primary: {', '.join(unknown)} is not a read-out of these runs; expected "
                           f"pretraining metrics ({', '.join(PRETRAIN_METRICS)}), "
                           f"{', '.join(r.name for r in zero_shot())}, glue or a task name")
-    collapsed = collapsed_runs(runs)
-    design = design_frame(runs, axes, collapsed)
+    collapsed, overfit = collapsed_runs(runs), overfit_runs(runs)
+    design = design_frame(runs, axes, collapsed, overfit)
     conventions = {}
     for r in runs + control_runs:
         for conv, sc in ((r.data.get("glue") or {}).get("score") or {}).items():
@@ -105,7 +106,7 @@ def load_report(paths: Iterable[str | Path] | str | Path, baseline: dict[str, st
     paired = paired_table(tidy, axes, baselines, metrics, sizes, design=design, primary=primary)
     return Report(
         tidy=tidy, summary=summary_table(tidy, axes, baselines, metrics, sizes, control=control, collapsed=collapsed),
-        paired=paired, primary=primary, collapsed=collapsed, blocked=blocked_table(tidy, paired, primary),
+        paired=paired, primary=primary, collapsed=collapsed, overfit=overfit, blocked=blocked_table(tidy, paired, primary),
         variance=variance_table(tidy, axes, metrics),
         problems=problems, axes=axes, baselines=baselines, off_axis=off_axis_table(runs, axes),
         history=history_frame(runs), conventions=conventions,

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from robablate.collapse import identical_acc
+from robablate.collapse import identical_acc, rejudge
 from robablate.errors import ConfigError
 from robablate.registry import READOUTS, tidy_rows
 from robablate.schema import AXES, SCHEMA_VERSION
@@ -170,15 +170,30 @@ def collect(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, list[dict]]:
     return tidy, problems + more
 
 
+def _judged(r: Run) -> dict[str, Any] | None:
+    """The run's pretrain.collapse record judged by the current rule (collapse.rejudge), None if absent."""
+    pre = r.data.get("pretrain") or {}
+    rec = pre.get("collapse")
+    if not (isinstance(rec, dict) and "collapsed" in rec):
+        return None
+    return rejudge(rec, [h for h in pre.get("history") or [] if isinstance(h, dict)])
+
+
+def overfit_runs(runs: list[Run]) -> dict[str, str]:
+    """run_dir -> why, for every run that left the unigram solution and then overfit (robablate/collapse.py):
+    its comparisons keep their verdict and name it."""
+    return {r.run_dir: rec["overfit"] for r in runs if (rec := _judged(r)) and rec.get("overfit")}
+
+
 def collapsed_runs(runs: list[Run]) -> dict[str, str]:
     """run_dir -> why, for every run that never left the one-token solution (robablate/collapse.py):
-    the verdict results.json records (pretrain.collapse), else the recorded-only rule over the runs that
-    lack one (`identical_acc`: the same fixed-mask accuracy across seeds, unchanged at the end)."""
+    the recorded numbers (pretrain.collapse) judged by the current rule, else the recorded-only rule over
+    the runs that lack them (`identical_acc`: the same fixed-mask accuracy across seeds, unchanged at the end)."""
     out, old = {}, []
     for r in runs:
         pre = r.data.get("pretrain") or {}
-        rec = pre.get("collapse")
-        if isinstance(rec, dict) and "collapsed" in rec:
+        rec = _judged(r)
+        if rec is not None:
             if rec["collapsed"]:
                 out[r.run_dir] = f"collapsed: {rec.get('why') or rec.get('rule')}"
         else:

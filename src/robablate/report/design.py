@@ -110,15 +110,16 @@ def ordered_arms(axis: str | None, frame: pd.DataFrame, baselines: dict, sizes) 
     return [b] + [a for a in order if a != b] if b in order else order
 
 
-def design_frame(runs: list[Run], axes: list[str], collapsed: dict[str, str] | None = None) -> pd.DataFrame:
+def design_frame(runs: list[Run], axes: list[str], collapsed: dict[str, str] | None = None,
+                 overfit: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run: its axes, seed, the config keys that can differ between runs (flattened,
     without the varied axes' own groups and the keys that differ by design: seeds, paths), the
     peak LR it trained with (results["plan"]["lr"]), whether that LR was tuned per arm
     (results["tune"]), the tokens it was fed (results["pretrain"]["tokens_seen"]), its training
     fingerprint (pretrain.fingerprint.digest), provenance (git commit, dirty tree), the keys its command
-    line set, and whether it collapsed (`collapsed`: run_dir -> why)."""
+    line set, and whether it collapsed or overfit (`collapsed`, `overfit`: run_dir -> why)."""
     rows = []
-    collapsed = collapsed or {}
+    collapsed, overfit = collapsed or {}, overfit or {}
     for r in runs:
         config = flatten(r.config)
         flat = {k: _show(config, k) for k in config if not _ignored(k, set(axes))}
@@ -136,7 +137,7 @@ def design_frame(runs: list[Run], axes: list[str], collapsed: dict[str, str] | N
                      "_commit": str((r.data.get("environment") or {}).get("git_commit") or ""),
                      "_dirty": bool((r.data.get("environment") or {}).get("git_dirty")),
                      "_overrides": ",".join(sorted(override_keys(r.data))),
-                     "_collapsed": collapsed.get(r.run_dir, "")})
+                     "_collapsed": collapsed.get(r.run_dir, ""), "_overfit": overfit.get(r.run_dir, "")})
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=["run_dir", *AXES, "seed", LR_KEY, *DESIGN_EXTRA])
@@ -146,7 +147,7 @@ def design_frame(runs: list[Run], axes: list[str], collapsed: dict[str, str] | N
 
 
 DESIGN_EXTRA = ["_lr", "_tuned", "_tune_rule", "_tokens", "_tokens_per_step", "_tokens_per_step_target",
-                "_fingerprint", "_commit", "_dirty", "_overrides", "_collapsed"]
+                "_fingerprint", "_commit", "_dirty", "_overrides", "_collapsed", "_overfit"]
 
 
 def _num_or_nan(v: Any) -> float:
@@ -278,8 +279,10 @@ def comparison_context(design: pd.DataFrame, axis: str, arm: str, base: str) -> 
     ca, cb = int((a["_collapsed"] != "").sum()), int((b["_collapsed"] != "").sum())
     collapsed = "; ".join(f"{name}: {k} of {len(d)} runs collapsed" for name, k, d in
                           ((base, cb, b), (arm, ca, a)) if k)
+    oa, ob = (int((d["_overfit"] != "").sum()) if "_overfit" in d else 0 for d in (a, b))
+    overfit = "; ".join(f"{name}: {k} of {len(d)} runs overfit" for name, k, d in ((base, ob, b), (arm, oa, a)) if k)
     return {"tokens_arm": ta, "tokens_base": tb, "tokens_rel": ta / tb - 1 if tb else np.nan,
-            "confounded_by": ", ".join(confounds), "identical_training": identical, "collapsed": collapsed,
+            "confounded_by": ", ".join(confounds), "identical_training": identical, "collapsed": collapsed, "overfit": overfit,
             "lr_arm": "/".join(sorted(set(a[LR_KEY]))), "lr_base": "/".join(sorted(set(b[LR_KEY]))),
             "lr_tuned": tuned, "lr_note": lr_note, "also_differs": "; ".join(also), "flags": "; ".join(flags)}
 
@@ -329,7 +332,7 @@ def design_from_tidy(tidy: pd.DataFrame) -> pd.DataFrame:
     d = tidy.drop_duplicates("run_dir")[["run_dir", *AXES, "seed"]].copy()
     d[LR_KEY], d["_lr"], d["_tuned"], d["_tune_rule"] = "<missing>", np.nan, False, ""
     d["_tokens"] = d["_tokens_per_step"] = d["_tokens_per_step_target"] = np.nan
-    d["_fingerprint"] = d["_commit"] = d["_overrides"] = d["_collapsed"] = ""
+    d["_fingerprint"] = d["_commit"] = d["_overrides"] = d["_collapsed"] = d["_overfit"] = ""
     d["_dirty"] = False
     return d.reset_index(drop=True)
 

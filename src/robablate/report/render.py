@@ -176,9 +176,10 @@ def provenance_lines(report) -> list[str]:
     return out
 
 
-def collapsed_lines(report) -> list[str]:
+def collapsed_lines(report, which: str = "collapsed") -> list[str]:
+    """One line per collapsed run (which="overfit": per overfit run) and why."""
     short = short_dirs(report.tidy["run_dir"])
-    return [f"- `{short.get(d, d)}`: {why}" for d, why in sorted(report.collapsed.items())]
+    return [f"- `{short.get(d, d)}`: {why}" for d, why in sorted(getattr(report, which).items())]
 
 
 def variance_display(var: pd.DataFrame) -> pd.DataFrame:
@@ -255,6 +256,12 @@ def markdown(report, plots: dict[str, list[str]]) -> str:
                 "These runs never left the one-token solution (they predict one token at every masked position); "
                 "they have not tested their arm, and no verdict is drawn from a comparison with them.", ""]
         out += collapsed_lines(report) + [""]
+    if report.overfit:
+        out += ["## Overfit runs", "",
+                "These runs left the one-token solution, then their validation loss rose above the unigram "
+                "loss while their accuracy held (robablate/collapse.py). They tested their arm: comparisons "
+                "with them keep their verdict and name them.", ""]
+        out += collapsed_lines(report, "overfit") + [""]
     if prov := provenance_lines(report):
         out += ["## Provenance", ""] + prov + [""]
     out += ["## Runs", "", md_table(runs_display(report)), ""]
@@ -340,6 +347,8 @@ def terminal(report) -> str:
         out += ["WARNING: config differences that are not a swept axis:", text_table(report.off_axis), ""]
     if report.collapsed:
         out += ["COLLAPSED runs (no verdict drawn from them):"] + collapsed_lines(report) + [""]
+    if report.overfit:
+        out += ["OVERFIT runs (verdicts kept, named):"] + collapsed_lines(report, "overfit") + [""]
     out += provenance_lines(report)
     for axis, title, summ, paired in axis_sections(report):
         out += [f"== {title.replace('`', '')} ==", note, text_table(summary_display(summ)), ""]

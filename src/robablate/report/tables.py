@@ -135,14 +135,18 @@ def with_holm(axis_rows: list[dict[str, Any]], primary=DEFAULT_PRIMARY) -> list[
 
 def draw_verdict(row: dict[str, Any]) -> str:
     """A row's verdict once the design is known: no verdict between identical trainings or on a collapsed
-    arm, and a confound named in it."""
+    arm, a confound named in it, and overfit runs (they learned, then overfit: robablate/collapse.py)
+    named after it."""
     if row.get("identical_training"):
         return "identical training (equal pretrain.fingerprint): no verdict"
     if row.get("collapsed"):
         return f"collapsed arm ({row['collapsed']}): no verdict"
+    verdict = row["verdict"]
     if row.get("confounded_by"):
-        return f"{row['verdict']}; confounded by {row['confounded_by']}"
-    return row["verdict"]
+        verdict = f"{verdict}; confounded by {row['confounded_by']}"
+    if row.get("overfit"):
+        verdict = f"{verdict}; {row['overfit']} (val loss above the unigram loss after leaving it)"
+    return verdict
 
 
 def paired_table(tidy: pd.DataFrame, axes: list[str], baselines: dict[str, str],
