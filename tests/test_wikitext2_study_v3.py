@@ -19,8 +19,9 @@ from test_presets import composed
 STUDY = ROOT / "experiments" / "wikitext2_cpu_v3"
 RESULTS, REPORT = STUDY / "results", STUDY / "report"
 PARTS = {  # part -> (preset, rungs in tokens, {axis: arms})
-    "masking": ("wikitext2_cpu_v3_masking", [500_000, 2_000_000, 4_000_000], {"masking": "static,dynamic"}),
-    "nsp": ("wikitext2_cpu_v3_nsp", [500_000, 1_000_000, 2_000_000],
+    "masking": ("wikitext2_cpu_v3_masking", [500_000, 1_000_000, 2_000_000, 3_000_000, 4_000_000],
+                {"masking": "static,dynamic"}),
+    "nsp": ("wikitext2_cpu_v3_nsp", [1_000_000, 2_000_000, 4_000_000],
             {"format": "segment_pair,full_sentences,doc_sentences"}),
     "batch": ("wikitext2_cpu_v3_batch", [2_000_000, 4_000_000], {"batch": "bs256,2k"}),
 }
@@ -117,9 +118,9 @@ def test_dry_run_of_the_study_stays_within_6_cpu_hours(tmp_path):
     totals = [line.split() for line in r.stdout.splitlines() if line.split()[:1] == ["total"]]
     pilot = bool(list((RESULTS / "pilot").rglob("results.json")))  # a committed pilot is reused, not re-run
     assert ("reusing the committed pilot" in r.stderr) == pilot
-    assert len(totals) == 9 + (not pilot)  # (pilot), 3 + 3 + 2 rungs, control
+    assert len(totals) == 11 + (not pilot)  # (pilot), 5 + 3 + 2 rungs, control
     runs, hours = sum(int(t[1]) for t in totals), sum(float(t[-1]) for t in totals)
-    assert runs == 60 + 3 * (not pilot) and hours + 0.3 * pilot <= 6.0, (runs, hours)
+    assert runs == 72 + 3 * (not pilot) and hours + 0.3 * pilot <= 6.0, (runs, hours)
     out = tmp_path / "out"  # nothing ran: no run started, the only results.json are the committed pilot's copies
     assert not list(out.rglob("started.json"))
     assert len(list(out.rglob("results.json"))) == len(list((RESULTS / "pilot").rglob("results.json")))

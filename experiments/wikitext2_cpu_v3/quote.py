@@ -40,7 +40,7 @@ def _read(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path)
     for c in TEXT_COLUMNS:
         if c in df:
-            df[c] = df[c].fillna("").astype(str)
+            df[c] = df[c].map(lambda v: "" if pd.isna(v) else str(v))  # an all-empty column reads as float NaN
     return df
 
 
