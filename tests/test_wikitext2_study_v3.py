@@ -142,6 +142,14 @@ def test_study_script_refuses_a_dirty_tree_unless_told(tmp_path):
     r = subprocess.run(["bash", str(script), str(tmp_path / "out")], cwd=repo, capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "uncommitted changes" in r.stderr and not (tmp_path / "out").exists()
+    # a later sitting of a pinned study (OUT/commit exists) runs in the clean pinned worktree: this
+    # checkout may change (run_all.sh rewrites its reports after every rung) without stopping it
+    (tmp_path / "pinned").mkdir()
+    (tmp_path / "pinned" / "commit").write_text(subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, text=True,
+                                                               capture_output=True).stdout)
+    r = subprocess.run(["bash", str(script), str(tmp_path / "pinned"), "control"], cwd=repo, capture_output=True,
+                       text=True, env={"PATH": "/usr/bin:/bin"})
+    assert "uncommitted changes" not in r.stderr and (tmp_path / "pinned" / "src").is_dir(), r.stderr[-2000:]
 
 
 def test_readme_blocks_are_generated():

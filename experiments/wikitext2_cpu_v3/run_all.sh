@@ -34,8 +34,10 @@ declare -A RUNGS=([pilot]=- [masking]="500000 1000000 2000000 3000000 4000000" [
 # RUNGS_<part>="..." runs only those rungs of a part, in that order (a sitting that fits its time).
 for part in "${!RUNGS[@]}"; do v=RUNGS_$part; [ -z "${!v:-}" ] || RUNGS[$part]=${!v}; done
 
-# Every results.json records the commit it ran at; uncommitted changes make that record incomplete.
-if [ -z "${ALLOW_DIRTY:-}${DRY_RUN:-}" ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+# Every results.json records the commit it ran at; uncommitted changes make that record incomplete. Only the
+# pinning start checks: once OUT/commit exists the runs execute in the clean pinned worktree, and this
+# checkout is free to change (the study's own reports and README are rewritten here after every rung).
+if [ -z "${ALLOW_DIRTY:-}${DRY_RUN:-}" ] && [ ! -f "$OUT/commit" ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
   echo "run_all.sh: the git tree has uncommitted changes (git status); commit them so every results.json" \
        "names the code it ran, or set ALLOW_DIRTY=1 to run anyway (the runs then record git_dirty: true)." >&2
   exit 2
