@@ -1,7 +1,8 @@
 """The effect-vs-budget plot (robablate.report.budget): for one comparison, one panel per primary
 read-out; the effect (arm - baseline) with its 95% interval at each rung on a log-tokens axis, zero
 marked, the rung's MDE shaded around zero (an effect inside the band is below what that rung can
-detect), collapsed or identical-training points hollow (no verdict is drawn from them), and the
+detect), collapsed or identical-training points hollow (no verdict is drawn from them), points with an
+overfit arm square (robablate/collapse.py: they keep their verdict), and the
 trend's slope in the title. A matplotlib Figure, no pyplot (notebook-safe, any backend).
 """
 
@@ -25,6 +26,7 @@ def plot_budget(br, axis: str, arm: str, baseline: str) -> Figure | None:
         return None
     panels = list(t[["task", "metric"]].drop_duplicates().itertuples(index=False, name=None))
     fig = Figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
+    overfit_any = False
     for i, (task, metric) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         g = t[(t["task"] == task) & (t["metric"] == metric)]
@@ -42,7 +44,10 @@ def plot_budget(br, axis: str, arm: str, baseline: str) -> Figure | None:
             ax.errorbar(x, y, yerr=err, color=color, linestyle=":", capsize=3, marker="none",
                         label=model or None)
             used = gm["in_trend"].to_numpy(bool)
-            ax.plot(x[used], y[used], "o", color=color)
+            over = gm["verdict"].astype(str).str.contains("runs overfit").to_numpy(bool)
+            overfit_any |= bool((used & over).any())
+            ax.plot(x[used & ~over], y[used & ~over], "o", color=color)
+            ax.plot(x[used & over], y[used & over], "s", color=color)
             ax.plot(x[~used], y[~used], "o", color=color, markerfacecolor="none")
             tr = br.trends[(br.trends["axis"] == axis) & (br.trends["arm"] == arm) & (br.trends["task"] == task)
                            & (br.trends["metric"] == metric) & (br.trends["model"] == model)]
@@ -61,6 +66,6 @@ def plot_budget(br, axis: str, arm: str, baseline: str) -> Figure | None:
         ax.grid(alpha=0.3)
         if len(models) > 1:
             ax.legend(fontsize="small", title="model")
-    fig.suptitle(f"{axis}: {arm} - {baseline} across budgets (shaded: each rung's MDE; hollow: collapsed, no verdict)",
-                 fontsize="small")
+    fig.suptitle(f"{axis}: {arm} - {baseline} across budgets (shaded: each rung's MDE; hollow: collapsed, no verdict"
+                 + ("; square: an arm overfit, verdict kept" if overfit_any else "") + ")", fontsize="small")
     return fig
