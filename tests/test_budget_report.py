@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from test_report import write_run
 
+from robablate import collapse
 from robablate.report import budget
 from robablate.report.__main__ import main as report_main
 from robablate.trend import slope_log2
@@ -16,7 +17,7 @@ RUNGS = (500_000, 2_000_000, 8_000_000)
 SEEDS = 3
 
 
-def ladder(root, effect, noise=0.01, collapsed_at=None, tokens=RUNGS, model="tiny"):
+def ladder(root, effect, noise=0.01, collapsed_at=None, tokens=RUNGS, model="tiny", overfit_at=None):
     """masking static vs dynamic at each rung, paired by seed; dynamic - static val_mlm_loss = effect(tokens)
     plus per-seed noise; steps = tokens / 4096. `collapsed_at`: the rung whose dynamic arm predicts one token."""
     rng = np.random.default_rng(0)
@@ -24,11 +25,14 @@ def ladder(root, effect, noise=0.01, collapsed_at=None, tokens=RUNGS, model="tin
         for s in range(SEEDS):
             base = 6.0 - 0.3 * np.log2(tok / tokens[0]) + 0.05 * s
             for m, loss in (("static", base), ("dynamic", base + effect(tok) + rng.normal(0, noise))):
-                coll = {"collapsed": collapsed_at == tok and m == "dynamic", "why": "predicts one token"}
+                coll, hist = {"collapsed": collapsed_at == tok and m == "dynamic", "why": "predicts one token"}, []
+                if overfit_at == tok and m == "static":  # learned (6.45 < unigram 6.52), then rose to 6.60
+                    hist = [{"step": 1, "val_mlm_loss": 6.45, "val_mlm_acc": 0.08}]
+                    coll = collapse.judge(6.60, 0.10, 6.52, 0.044, history=hist)
                 write_run(root, f"tokens={tok}/{model}/masking={m}/seed={s}", seed=s, axes={"masking": m, "model": model},
                           config={"train": {"tokens": tok}},
                           pretrain={"val_mlm_loss": float(loss), "tokens_seen": tok, "steps": tok // 4096,
-                                    "history": [], "collapse": coll},
+                                    "history": hist, "collapse": coll},
                           extra={"overrides": [f"masking={m}", f"train.tokens={tok}"]})
 
 
@@ -60,6 +64,19 @@ def test_a_collapsed_rung_is_shown_hollow_and_left_out_of_the_trend(tmp_path):
     assert tr["rungs_used"] == 2 and "2M (collapsed arm" in tr["left_out"]
     md = budget.markdown(br)
     assert "| 2 | 2M | 488 / 488 |" in md and "Left out of the trend: 2M" in md
+
+
+def test_an_overfit_arm_keeps_its_rung_in_the_trend_and_is_a_square(tmp_path):
+    from robablate.report.budget_plots import plot_budget
+
+    ladder(tmp_path, lambda tok: -0.1, overfit_at=8_000_000)
+    br = budget.load_budget_report(tmp_path, primary=["val_mlm_loss"])
+    row = br.table[br.table["tokens"] == 8_000_000].iloc[0]
+    assert not row["collapsed"] and row["in_trend"] and "static: 3 of 3 runs overfit" in row["verdict"]
+    assert br.trends.iloc[0]["rungs_used"] == 3
+    ax = plot_budget(br, "masking", "dynamic", "static").axes[0]
+    squares = [ln for ln in ax.get_lines() if ln.get_marker() == "s" and len(ln.get_xdata())]
+    assert len(squares) == 1 and list(squares[0].get_xdata()) == [8_000_000]
 
 
 def test_no_trend_reading_with_one_usable_rung(tmp_path):
