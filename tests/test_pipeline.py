@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,25 @@ def test_resumed_run_equals_uninterrupted(tmp_path, cache_dir) -> None:
     _, off_grid = run_arm(tmp_path, cache_dir, *common, *extra, "resume=true", name="off_grid", logger="csv")
     assert pretrain_metrics(off_grid) == pretrain_metrics(full)
     assert off_grid["pretrain"]["history"] == full["pretrain"]["history"]
+
+    # Killed after step 8's checkpoint, before its validation (a SLURM requeue struck there once): on
+    # disk, the checkpoint and the logs up to the training row of step 8. The resumed run validates step
+    # 8 itself, and its metrics.csv row sits where the uninterrupted run has it (not after the last step).
+    run_arm(tmp_path, cache_dir, *common, "train.stop_at_step=8", name="between", logger="csv")
+    arm = tmp_path / "between" / "pretrain"
+    assert Path(os.path.realpath(arm / "checkpoints" / "last.ckpt")).name == "step8.ckpt"
+    history = json.loads((arm / "history.json").read_text())
+    (arm / "history.json").write_text(json.dumps([h for h in history if h["step"] < 8]))
+    with open(arm / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        header, logged = reader.fieldnames, list(reader)
+    with open(arm / "metrics.csv", "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=header)
+        out.writeheader()
+        out.writerows(r for r in logged if int(r["step"]) < 7 or (int(r["step"]) == 7 and not r["val/mlm_loss"]))
+    _, between = run_arm(tmp_path, cache_dir, *common, "resume=true", name="between", logger="csv")
+    assert between["pretrain"]["history"] == full["pretrain"]["history"]
+    assert rows("between") == rows("full")
 
     # Killed after the final step's checkpoint, before results.json (a SLURM requeue landing there):
     # the relaunch resumes with nothing left to train and still reports the run's last training loss.

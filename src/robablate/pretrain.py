@@ -65,6 +65,7 @@ class PretrainModule(pl.LightningModule):
         # validation from here instead of losing it.
         self.history_path: Path | None = None
         self.val_every_steps: int | None = None  # set by pretrain(): a resumed run's missing validation
+        self._outside_loop = False  # _validate_now: a validation Lightning's loop does not know of
 
     # -- training ---------------------------------------------------------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -147,9 +148,28 @@ class PretrainModule(pl.LightningModule):
         for idx, loader in enumerate(self.trainer.datamodule.val_dataloader()):
             for i, batch in enumerate(loader):
                 self.validation_step(self.trainer.strategy.batch_to_device(batch), i, idx)
-        self.on_validation_epoch_end()
+        self._outside_loop = True
+        try:
+            self.on_validation_epoch_end()
+        finally:
+            self._outside_loop = False
         self.train()
         torch.set_rng_state(rng)
+
+    def _log_row_outside_loop(self, metrics: dict[str, float]) -> None:
+        """The metrics.csv row Lightning's loop would have written for this validation. `self.log` in
+        on_train_start is held until the epoch ends: the row would land after the last step, with the
+        last step's number (seen on a SLURM requeue that struck between a checkpoint and its validation)."""
+        if not self.trainer.is_global_zero:
+            return
+        # In-loop validation logs before the step counter of loggers moves on: optimizer step N's
+        # validation is row N - 1, as in an uninterrupted run.
+        # float32, as `self.log` stores a float: the same digits as the uninterrupted run's row
+        row = {f"val/{k.removeprefix('val_')}": float(torch.tensor(v, dtype=torch.float32)) for k, v in metrics.items()}
+        row["epoch"] = self.trainer.current_epoch
+        for logger in self.trainer.loggers:
+            logger.log_metrics(row, step=int(self.global_step) - 1)
+            logger.save()
 
     def on_validation_epoch_start(self) -> None:
         self._val = {}
@@ -178,8 +198,11 @@ class PretrainModule(pl.LightningModule):
         nsp = self._val.get(1)
         if nsp and nsp["nsp_count"]:
             metrics["val_nsp_acc"] = nsp["nsp_correct"] / nsp["nsp_count"]
-        for k, v in metrics.items():
-            self.log(f"val/{k.removeprefix('val_')}", v, prog_bar=k == "val_mlm_loss", sync_dist=False)
+        if self._outside_loop:
+            self._log_row_outside_loop(metrics)
+        else:
+            for k, v in metrics.items():
+                self.log(f"val/{k.removeprefix('val_')}", v, prog_bar=k == "val_mlm_loss", sync_dist=False)
         if metrics and not self.trainer.sanity_checking:
             tokens = self.tokens_seen * self.trainer.world_size
             self.history.append({"step": int(self.global_step), "tokens": int(tokens), **metrics})
