@@ -63,26 +63,39 @@ def results_numbers(path: Path) -> dict[str, object]:
 
 
 def compare(a: dict[str, Path], b: dict[str, Path]) -> tuple[bool, str]:
-    """(identical?, a one-line account) over runs present in both, keyed by their sweep sub-path."""
+    """(identical?, a one-line account) over runs present in both, keyed by their sweep sub-path.
+
+    Keys that only one side has (a results.json field added between revisions) are counted apart from
+    values that differ, so a new field does not hide the largest numeric difference."""
     if set(a) != set(b):
         return False, f"different runs: {sorted(set(a) ^ set(b))}"
-    worst, where, differ = 0.0, "", 0
+    worst, where, numeric, other, first_other, one_side = 0.0, "", 0, 0, "", set()
     for run in sorted(a):
         x, y = results_numbers(a[run]), results_numbers(b[run])
-        for key in sorted(set(x) | set(y)):
-            u, v = x.get(key), y.get(key)
+        one_side |= set(x) ^ set(y)
+        for key in sorted(set(x) & set(y)):
+            u, v = x[key], y[key]
             if u == v or (isinstance(u, float) and isinstance(v, float) and math.isnan(u) and math.isnan(v)):
                 continue  # NaN == NaN here: e.g. the random-init control's train_loss (it trains nothing)
-            differ += 1
             if isinstance(u, (int, float)) and isinstance(v, (int, float)):
+                numeric += 1
                 rel = abs(u - v) / max(abs(u), abs(v), 1e-300)
-                if math.isnan(rel) or rel > worst:
+                if math.isnan(rel) or rel > worst or not where:
                     worst, where = rel, f"{run}: {key} {u!r} vs {v!r}"
-            elif not where:
-                worst, where = math.inf, f"{run}: {key} {u!r} vs {v!r}"
-    if not differ:
+            else:
+                other += 1
+                first_other = first_other or f"{run}: {key} {u!r} vs {v!r}"
+    if not (numeric or other or one_side):
         return True, f"identical: every number of {len(a)} runs ({', '.join(SECTIONS)})"
-    return False, f"{differ} numbers differ; largest relative difference {worst:.2e} ({where})"
+    parts = []
+    if numeric:
+        parts.append(f"{numeric} numbers differ, largest relative difference {worst:.2e} ({where})")
+    if other:
+        parts.append(f"{other} other values differ (first: {first_other})")
+    if one_side:
+        parts.append(f"{len(one_side)} fields on one side only ({', '.join(sorted(one_side)[:3])}"
+                     f"{', ...' if len(one_side) > 3 else ''})")
+    return False, "; ".join(parts)
 
 
 def sweep_results(folder: Path) -> dict[str, Path]:

@@ -5,7 +5,8 @@ The sweep is what experiments/wikitext2_cpu_v2/run_all.sh runs for Table 1: `exp
 control (`model.init=random masking=dynamic seed=0,1,2`). Each side runs from a detached git worktree of
 its revision (`git worktree add --detach`, removed afterwards), with PYTHONPATH at that worktree's src/, the
 same Python and the same cache folder (warmed by a short run of each side first, so neither pays for
-building tokenizers or token caches):
+building tokenizers or token caches). The sides are interleaved seed by seed (before, after; after,
+before; ...), so a slow stretch of a shared machine falls on both:
 
     make bench-table1 BEFORE=<rev> AFTER=<rev> [AFTER_ARGS='hydra/launcher=local'] [BEFORE_ARGS=...]
     python experiments/bench_table1.py --before <rev> --after <rev> [--after-args '...'] [--seeds 0,1,2]
@@ -14,7 +15,9 @@ building tokenizers or token caches):
 each side's wall seconds for the sweep, the control and both, the speedup, and whether every number of
 the results (bench_sweep.compare: plan, data, pretrain with its curve, BLiMP; timings excepted) is
 identical between the sides, else the largest difference. About 30 min per side on 2 quiet cores
-(study v2: 1,636 s + 145 s). Run it on a quiet machine; each side's results stay in --out.
+(study v2: 1,636 s + 145 s). Run it on a quiet machine; each side's results stay in --out, which must
+not hold results already (a finished run there would be reused by the relaunch rule, not timed). A
+launcher's parallelism acts within one block: the two masking arms of a seed, or one control run.
 """
 
 from __future__ import annotations
@@ -53,19 +56,18 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - t
 
 
-def run_side(name: str, tree: Path, extra: list[str], args, out: Path) -> dict[str, float]:
-    common = [f"cache_dir={args.cache_dir}", "trainer.enable_progress_bar=false", *extra]
+def warm_up(name: str, tree: Path, common: list[str], out: Path) -> None:
     warm = [sys.executable, "run.py", "experiment=wikitext2_cpu_table1", "train.tokens=20000", "seed=0",
             f"run_dir={out / name / 'warmup'}", *[a for a in common if "launcher" not in a]]
     timed(warm, tree)
-    walls = {}
-    for sweep, overrides in SWEEPS.items():
-        folder = out / name / sweep
-        cmd = [sys.executable, "run.py", "-m", *overrides, f"seed={args.seeds}", f"hydra.sweep.dir={folder}", *common]
-        walls[sweep] = timed(cmd, tree)
-        print(f"{name} ({args.__dict__[name]}{' ' + ' '.join(extra) if extra else ''}): {sweep} {walls[sweep]:,.0f} s "
-              f"(load {os.getloadavg()[0]:.2f})", flush=True)
-    return walls
+
+
+def run_block(name: str, tree: Path, common: list[str], sweep: str, seed: str, out: Path) -> float:
+    """One seed of one sweep on one side. The seeds of a side share its sweep folder: Hydra names each
+    job's folder by its overrides, so the layout equals one `seed=0,1,2` sweep's."""
+    cmd = [sys.executable, "run.py", "-m", *SWEEPS[sweep], f"seed={seed}", f"hydra.sweep.dir={out / name / sweep}",
+           *common]
+    return timed(cmd, tree)
 
 
 def main() -> None:
@@ -79,12 +81,29 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(ROOT / ".cache"))
     args = p.parse_args()
     out = Path(args.out).resolve()
+    if any(out.glob("*/*/**/results.json")):
+        raise SystemExit(f"{out} holds results of an earlier benchmark: run.py would reuse them instead of running "
+                         f"(robablate/relaunch.py). Remove it or pass --out <empty folder>.")
     trees = out / "trees"
-    walls, results = {}, {}
+    walls: dict[str, dict[str, float]] = {"before": {}, "after": {}}
+    results = {}
     try:
+        trees_of, common = {}, {}
         for name in ("before", "after"):
-            tree = checkout(getattr(args, name), trees / name)
-            walls[name] = run_side(name, tree, shlex.split(getattr(args, f"{name}_args")), args, out)
+            trees_of[name] = checkout(getattr(args, name), trees / name)
+            common[name] = [f"cache_dir={args.cache_dir}", "trainer.enable_progress_bar=false",
+                            *shlex.split(getattr(args, f"{name}_args"))]
+            warm_up(name, trees_of[name], common[name], out)
+        # Interleaved on a shared machine: seed by seed, the sides alternate (before, after, then after,
+        # before, ...), so a slow stretch of the machine falls on both sides rather than on one.
+        for sweep in SWEEPS:
+            for i, seed in enumerate(args.seeds.split(",")):
+                for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
+                    wall = run_block(name, trees_of[name], common[name], sweep, seed, out)
+                    walls[name][sweep] = walls[name].get(sweep, 0.0) + wall
+                    print(f"{name} ({getattr(args, name)}): {sweep} seed {seed} {wall:,.0f} s "
+                          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+        for name in ("before", "after"):
             results[name] = {f"{s}/{k}": v for s in SWEEPS for k, v in sweep_results(out / name / s).items()}
     finally:
         for name in ("before", "after"):
