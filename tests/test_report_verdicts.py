@@ -179,6 +179,25 @@ def _masking_sweep(root, prob_runs: set[str]):
                       extra={"overrides": [f"masking={m}"] + (["masking.mask_prob=0.4"] if prob == 0.4 else [])})
 
 
+def test_precision_that_auto_resolved_to_is_compared(tmp_path):
+    # Both arms' configs say train.precision=auto; dynamic's runs resolved it to bf16-mixed (a CPU with
+    # bf16 hardware, or a GPU), static's to 32-true: the table names it. An explicit 32-true and an auto
+    # that resolved to 32-true are the same training: no flag.
+    for resolved, flagged in (("bf16-mixed", True), ("32-true", False)):
+        root = tmp_path / resolved
+        for s in range(3):
+            for m in ("static", "dynamic"):
+                prec = "auto" if m == "dynamic" or resolved == "bf16-mixed" else "32-true"
+                write_run(root, f"{m}{s}", seed=s, axes={"masking": m}, config={"train": {"precision": prec}},
+                          pretrain={"val_mlm_loss": 5 - 0.1 * (m == "dynamic") + 0.01 * s},
+                          extra={"plan": {"precision": resolved if m == "dynamic" else "32-true"}})
+        flags = set(load_report([root]).paired["flags"])
+        if flagged:
+            assert len(flags) == 1 and "config differs: train.precision 32-true -> bf16-mixed" in flags.pop()
+        else:
+            assert flags == {""}
+
+
 @pytest.mark.parametrize("which", [{"dynamic0", "dynamic1", "dynamic2"}, {"dynamic1"}])
 def test_a_key_inside_the_compared_group_set_on_the_command_line_is_flagged(tmp_path, which):
     _masking_sweep(tmp_path, which)

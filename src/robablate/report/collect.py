@@ -44,7 +44,16 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.data.get("config") or {}
+        """The run's config, with `train.precision: auto` replaced by what it resolved to (results["plan"]):
+        `auto` means bf16-mixed on a GPU or a CPU with bf16 hardware and 32-true elsewhere, so two arms
+        that both say `auto` may have trained in different precisions (a sweep over mixed SLURM nodes);
+        comparing the resolved value names that confound, and an explicit 32-true equals an `auto` one
+        that ran in 32-true."""
+        cfg = self.data.get("config") or {}
+        train, resolved = cfg.get("train"), (self.data.get("plan") or {}).get("precision")
+        if isinstance(train, dict) and train.get("precision") == "auto" and resolved:
+            cfg = {**cfg, "train": {**train, "precision": resolved}}
+        return cfg
 
     @property
     def is_control(self) -> bool:
