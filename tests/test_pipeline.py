@@ -78,12 +78,14 @@ def test_same_seed_gives_identical_metrics(tmp_path, cache_dir) -> None:
 
 
 @pytest.mark.slow
-def test_resumed_run_equals_uninterrupted(tmp_path, cache_dir) -> None:
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_resumed_run_equals_uninterrupted(tmp_path, cache_dir, precision) -> None:
     # Validations at 4, 8, 12; CSV rows every 2 steps; the stop at step 9 falls between two validations
     # (8, 12) and between two log points (rows of steps 8 and 10). Issue 12: before the fix, metrics.csv
-    # lost every row before the checkpoint and the history lost the validation at step 8.
+    # lost every row before the checkpoint and the history lost the validation at step 8. Both
+    # precisions `auto` can pick on CPU: the resumed validation once ran outside bf16's autocast.
     common = ["seed=1", "train.max_steps=12", "train.val_every_steps=4", "masking=dynamic",
-              "trainer.log_every_n_steps=2"]
+              "trainer.log_every_n_steps=2", f"train.precision={precision}"]
     _, full = run_arm(tmp_path, cache_dir, *common, name="full", logger="csv")
     _, part = run_arm(tmp_path, cache_dir, *common, "train.stop_at_step=9", name="resumed", logger="csv")
     assert part["status"] == "interrupted" and part["pretrain"]["steps"] == 9

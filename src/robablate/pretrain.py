@@ -141,13 +141,16 @@ class PretrainModule(pl.LightningModule):
 
     @torch.no_grad()
     def _validate_now(self) -> None:
-        """The validation of the resumed step, outside Lightning's loop, RNG state left as it was."""
+        """The validation of the resumed step, outside Lightning's loop, RNG state left as it was, in the
+        precision the loop validates in (bf16-mixed: under its autocast; without it the resumed run's
+        validation ran in fp32 and differed from the uninterrupted run's)."""
         rng = torch.get_rng_state()
         self.eval()
         self.on_validation_epoch_start()
         for idx, loader in enumerate(self.trainer.datamodule.val_dataloader()):
             for i, batch in enumerate(loader):
-                self.validation_step(self.trainer.strategy.batch_to_device(batch), i, idx)
+                with self.trainer.strategy.precision_plugin.val_step_context():
+                    self.validation_step(self.trainer.strategy.batch_to_device(batch), i, idx)
         self._outside_loop = True
         try:
             self.on_validation_epoch_end()
