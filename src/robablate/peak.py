@@ -34,6 +34,17 @@ PEAK_FLOPS_16BIT = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), (
 PROBE_N, REPEATS = 1024, 8
 
 
+def cpu_bf16_native() -> bool:
+    """True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles), where oneDNN runs bf16
+    matmuls at ~2x (AVX512-BF16, AMD Zen 4) to ~6x (AMX, Intel Sapphire Rapids) the fp32 rate
+    (benchmarks.md). Elsewhere bf16 is emulated or converted and not worth its rounding."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: assume no bf16 hardware
+        return False
+
+
 def compute_dtype(precision: str) -> torch.dtype:
     """The matmul dtype of a Lightning precision setting ("32-true", "bf16-mixed", "16-mixed", ...)."""
     p = str(precision)

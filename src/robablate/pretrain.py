@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 from collections import deque
@@ -351,6 +352,10 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
         enable_model_summary=False, plugins=slurm_plugins(),
     )
     module.peak_flops = peak_flops(trainer.strategy.root_device, compute_dtype(plan.precision), spec.cache_dir)
+    if trainer.strategy.root_device.type == "cpu" and compute_dtype(plan.precision) != torch.float32 and trainer.is_global_zero:
+        # New in this version: say it, since fp32 runs of an earlier version or another CPU differ.
+        print(f"robablate: precision {plan.precision} on CPU (train.precision=auto picks it where the CPU has "
+              f"bf16 hardware; train.precision=32-true for fp32)", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # Our sampler restarts at trainer.global_step, so a mid-epoch resume is exact (docs/facts.md §6;
