@@ -34,7 +34,8 @@ transformers real tokens/s); `speedup_real_loop_vs_transformers_padded` precedes
     python experiments/bench_loop.py [--steps 60] [--rounds 2] [--variant NAME:KEY=VAL[,KEY=VAL]]
     # --variant nopack:train.pack=false  --variant passive:OMP_WAIT_POLICY=PASSIVE  (UPPERCASE = env var)
     # --variant hf-passive:OMP_WAIT_POLICY=PASSIVE,layout=padded  (a name starting with hf: another
-    #   transformers run; layout=dense (default) or padded)
+    #   transformers run; layout=dense (default) or padded; precision=bf16 runs it under CPU bf16 autocast,
+    #   the like-for-like baseline of a bf16 robablate arm: --variant hf-bf16:precision=bf16)
     # --baselines dense  (skip the padded baseline)   --no-ceiling  (skip the matmul probe)
 """
 
@@ -103,7 +104,8 @@ def run_robablate(args, extra: list[str], env_extra: dict[str, str], workdir: Pa
             "tokens_per_step": statistics.mean(tokens),
             "policy": (f"{policy.group(1)} ({policy.group(2)})" if policy else
                        f"OMP_WAIT_POLICY={env.get('OMP_WAIT_POLICY', 'unset')} (from the environment)"),
-            "val_mlm_loss": results.get("pretrain", {}).get("val_mlm_loss")}
+            "val_mlm_loss": results.get("pretrain", {}).get("val_mlm_loss"),
+            "precision": results.get("plan", {}).get("precision")}
 
 
 # -- B: plain transformers loop (child process) -----------------------------------------------------
@@ -140,7 +142,9 @@ def transformers_child(args) -> None:
         t = time.perf_counter()
         idx = order[step * 32:(step + 1) * 32]
         batch = collator([{"input_ids": examples[i].tolist()} for i in idx])
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):  # Trainer's --bf16 on CPU
+            loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         labels=batch["labels"]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         opt.step()
@@ -173,9 +177,9 @@ def dense_examples(inst, ids, block: int = 128) -> list:
     return list(np.concatenate([np.full((n, 1), ids.cls, body.dtype), body, np.full((n, 1), ids.sep, body.dtype)], 1))
 
 
-def run_transformers(args, env_extra: dict[str, str], layout: str) -> dict:
+def run_transformers(args, env_extra: dict[str, str], layout: str, precision: str = "fp32") -> dict:
     cmd = [sys.executable, __file__, "--_transformers-child", "--steps", str(args.steps), "--corpus", args.corpus,
-           "--cache-dir", args.cache_dir, "--layout", layout]
+           "--cache-dir", args.cache_dir, "--layout", layout, "--precision", precision]
     t = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env_extra})
     if p.returncode:
@@ -244,15 +248,17 @@ def best_seconds(m: int, k: int, n: int, repeats: int = 3, dtype: str = "float32
 
 
 def ceiling(stats: dict) -> dict[str, float]:
-    """Achievable fp32 FLOP/s on this process's threads: the model's GEMMs (sum of FLOPs / sum of best
-    times) and a 2048^3 matmul; and the 2048^3 one in bf16 (for train.precision=bf16-mixed variants:
-    AMX / AVX512-BF16 CPUs run it several times faster, others may run it slower)."""
+    """Achievable FLOP/s on this process's threads: the model's GEMMs (sum of FLOPs / sum of best
+    times) and a 2048^3 matmul, in fp32 and in bf16 (the ceiling of a loop under bf16 autocast, the
+    default on CPUs with AVX512-BF16 / AMX: they run it 2-6x faster, others may run it slower)."""
     shapes = gemm_shapes(stats["model"], round(stats["tokens_per_step"]),
                          round(stats["tokens_per_step"] * stats["selected_fraction"]))
     flops = sum(2.0 * m * k * n for m, k, n in shapes)
     model_shapes = flops / sum(best_seconds(*shape) for shape in shapes)
+    model_shapes_bf16 = flops / sum(best_seconds(*shape, dtype="bfloat16") for shape in shapes)
     square = 2.0 * 2048**3
     return {"model_shapes": model_shapes, "square_2048": square / best_seconds(2048, 2048, 2048),
+            "model_shapes_bf16": model_shapes_bf16,
             "square_2048_bf16": square / best_seconds(2048, 2048, 2048, dtype="bfloat16")}
 
 
@@ -268,6 +274,7 @@ def main() -> None:
     p.add_argument("--no-ceiling", action="store_true", help="skip the matmul ceiling probe")
     p.add_argument("--_transformers-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--layout", default="dense", choices=["dense", "padded"], help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.corpus is None:
         args.corpus = "wikitext2" if (WIKITEXT / "train.txt").is_file() else "synthetic"
@@ -281,11 +288,16 @@ def main() -> None:
     # name -> (transformers layout or None, run.py overrides, environment); the baselines run with the
     # caller's environment and run.py's defaults.
     variants: dict[str, tuple[str | None, list[str], dict[str, str]]] = {"robablate": (None, [], {})}
+    hf_precision: dict[str, str] = {}  # transformers variant -> fp32 | bf16
     for spec in args.variant:
         name, _, kvs = spec.partition(":")
         pairs = dict(kv.split("=", 1) for kv in kvs.split(",") if kv)
         hf = name.startswith("hf")
         layout = pairs.pop("layout", "dense") if hf else None
+        if hf:
+            hf_precision[f"transformers {name}"] = pairs.pop("precision", "fp32")
+            if hf_precision[f"transformers {name}"] not in ("fp32", "bf16"):
+                raise SystemExit(f"--variant {spec!r}: precision must be fp32 or bf16")
         variants[f"{'transformers' if hf else 'robablate'} {name}"] = (
             layout, [f"{k}={v}" for k, v in pairs.items() if not k.isupper()],
             {k: v for k, v in pairs.items() if k.isupper()})
@@ -297,19 +309,22 @@ def main() -> None:
     stats = data_stats(args)
     print(stats["text"], flush=True)
     rates: dict[str, list[float]] = {name: [] for name in variants}
+    precisions: dict[str, str] = {}  # robablate variant -> the precision its run resolved to
     ceilings: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for name, (layout, extra, env_extra) in variants.items():
                 before = busy()
                 if layout:
-                    res = run_transformers(args, env_extra, layout)
-                    detail = (f"padding {res['padding_fraction']:.1%}, OMP_WAIT_POLICY="
+                    res = run_transformers(args, env_extra, layout, hf_precision.get(name, "fp32"))
+                    detail = (f"padding {res['padding_fraction']:.1%}, {hf_precision.get(name, 'fp32')}, "
+                              f"OMP_WAIT_POLICY="
                               f"{env_extra.get('OMP_WAIT_POLICY', os.environ.get('OMP_WAIT_POLICY', 'unset'))}, "
                               f"loss {res['loss']:.3f}")
                 else:
                     res = run_robablate(args, extra, env_extra, Path(tmp))
-                    detail = f"{res['policy']}, val MLM {res['val_mlm_loss']:.3f}"
+                    detail = f"{res['precision']}, {res['policy']}, val MLM {res['val_mlm_loss']:.3f}"
+                    precisions[name] = res["precision"]
                 rates[name].append(res["tokens_per_s"])
                 print(f"round {r} {name:24s} {res['tokens_per_s']:8,.0f} real tokens/s  ({res['tokens_per_step']:.0f} "
                       f"tokens/step, {res['wall_s']:.0f} s wall, {detail}; at start: {before})", flush=True)
@@ -321,7 +336,7 @@ def main() -> None:
                       f"bf16 2048^3 {ceilings[-1]['square_2048_bf16'] / 1e9:,.1f} GFLOP/s; "
                       f"at start: {before})", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
-    print_summary(rates, stats, ceilings)
+    print_summary(rates, stats, ceilings, precisions)
 
 
 def torch_threads() -> int:
@@ -330,7 +345,8 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def print_summary(rates: dict[str, list[float]], stats: dict, ceilings: list[dict[str, float]]) -> None:
+def print_summary(rates: dict[str, list[float]], stats: dict, ceilings: list[dict[str, float]],
+                  precisions: dict[str, str]) -> None:
     from robablate.models.bert import flops_per_token
 
     med = {name: statistics.median(v) for name, v in rates.items()}
@@ -340,20 +356,31 @@ def print_summary(rates: dict[str, list[float]], stats: dict, ceilings: list[dic
         print(f"| {name} | {med[name]:,.0f} ({', '.join(f'{x:,.0f}' for x in v)}) | {med[name] / dense:.2f} |")
     if ceilings:
         need = flops_per_token(stats["model"], round(stats["attn_len"]), stats["selected_fraction"])
-        achieved = need * med["robablate"]
-        shapes = statistics.median(c["model_shapes"] for c in ceilings)
-        square = statistics.median(c["square_2048"] for c in ceilings)
         print(f"model FLOPs per real token that training needs: {need / 1e6:.1f} M (attention at the token-weighted "
-              f"instance length {stats['attn_len']:.0f}, MLM head at {stats['selected_fraction']:.1%} of tokens); "
-              f"real loop {achieved / 1e9:,.1f} GFLOP/s")
-        print(f"fraction_of_matmul_peak_model_shapes: {achieved / shapes:.2f}  ({shapes / 1e9:,.1f} GFLOP/s median)")
-        print(f"fraction_of_matmul_peak_square_2048: {achieved / square:.2f}  ({square / 1e9:,.1f} GFLOP/s median)")
+              f"instance length {stats['attn_len']:.0f}, MLM head at {stats['selected_fraction']:.1%} of tokens)")
+        # Each robablate loop against the ceiling of the dtype its matmuls ran in; the default loop's lines
+        # (no prefix) come last.
+        for name in sorted(precisions, key=lambda n: n == "robablate"):
+            bf16 = precisions[name].startswith("bf16")
+            suffix = "_bf16" if bf16 else ""
+            shapes = statistics.median(c["model_shapes" + suffix] for c in ceilings)
+            square = statistics.median(c["square_2048" + suffix] for c in ceilings)
+            achieved = need * med[name]
+            tag = "" if name == "robablate" else f"[{name.removeprefix('robablate ')}] "
+            print(f"{tag}real loop {achieved / 1e9:,.1f} GFLOP/s ({precisions[name]}; against the "
+                  f"{'bf16' if bf16 else 'fp32'} matmul ceiling)")
+            print(f"{tag}fraction_of_matmul_peak_model_shapes: {achieved / shapes:.2f}  ({shapes / 1e9:,.1f} GFLOP/s median)")
+            print(f"{tag}fraction_of_matmul_peak_square_2048: {achieved / square:.2f}  ({square / 1e9:,.1f} GFLOP/s median)")
+        fp32 = statistics.median(c["square_2048"] for c in ceilings)
         bf16 = statistics.median(c["square_2048_bf16"] for c in ceilings)
-        print(f"bf16 matmul 2048^3: {bf16 / 1e9:,.1f} GFLOP/s median ({bf16 / square:.1f}x fp32; the ceiling of a "
-              f"train.precision=bf16-mixed variant)")
+        print(f"bf16 matmul 2048^3: {bf16 / 1e9:,.1f} GFLOP/s median ({bf16 / fp32:.1f}x fp32)")
     if "transformers padded" in med:
         print(f"speedup_real_loop_vs_transformers_padded: {med['robablate'] / med['transformers padded']:.2f}")
-    print(f"speedup_real_loop_vs_transformers_dense: {med['robablate'] / dense:.2f}")
+    for name in rates:  # like for like: the default loop against a transformers loop in its precision
+        if name.startswith("transformers hf") and "robablate" in med:
+            print(f"speedup_real_loop_vs_{name.replace(' ', '_')}: {med['robablate'] / med[name]:.2f}")
+    print(f"speedup_real_loop_vs_transformers_dense: {med['robablate'] / dense:.2f}  (the default loop, "
+          f"{precisions.get('robablate', '?')}, against run_mlm.py's default loop, fp32)")
 
 
 if __name__ == "__main__":
