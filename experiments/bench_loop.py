@@ -295,8 +295,8 @@ def main() -> None:
         hf = name.startswith("hf")
         layout = pairs.pop("layout", "dense") if hf else None
         if hf:
-            hf_precision[f"transformers {name}"] = pairs.pop("precision", "fp32")
-            if hf_precision[f"transformers {name}"] not in ("fp32", "bf16"):
+            prec = hf_precision[f"transformers {name}"] = pairs.pop("precision", "fp32")
+            if prec not in ("fp32", "bf16"):
                 raise SystemExit(f"--variant {spec!r}: precision must be fp32 or bf16")
         variants[f"{'transformers' if hf else 'robablate'} {name}"] = (
             layout, [f"{k}={v}" for k, v in pairs.items() if not k.isupper()],
@@ -316,9 +316,9 @@ def main() -> None:
             for name, (layout, extra, env_extra) in variants.items():
                 before = busy()
                 if layout:
-                    res = run_transformers(args, env_extra, layout, hf_precision.get(name, "fp32"))
-                    detail = (f"padding {res['padding_fraction']:.1%}, {hf_precision.get(name, 'fp32')}, "
-                              f"OMP_WAIT_POLICY="
+                    prec = hf_precision.get(name, "fp32")
+                    res = run_transformers(args, env_extra, layout, prec)
+                    detail = (f"padding {res['padding_fraction']:.1%}, {prec}, OMP_WAIT_POLICY="
                               f"{env_extra.get('OMP_WAIT_POLICY', os.environ.get('OMP_WAIT_POLICY', 'unset'))}, "
                               f"loss {res['loss']:.3f}")
                 else:

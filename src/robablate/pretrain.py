@@ -351,9 +351,10 @@ def pretrain(plan: Plan, data: PreparedData, run_dir: Path) -> tuple[PretrainMod
         default_root_dir=str(run_dir / "pretrain"),
         enable_model_summary=False, plugins=slurm_plugins(),
     )
-    module.peak_flops = peak_flops(trainer.strategy.root_device, compute_dtype(plan.precision), spec.cache_dir)
-    if trainer.strategy.root_device.type == "cpu" and compute_dtype(plan.precision) != torch.float32 and trainer.is_global_zero:
-        # New in this version: say it, since fp32 runs of an earlier version or another CPU differ.
+    dtype = compute_dtype(plan.precision)
+    module.peak_flops = peak_flops(trainer.strategy.root_device, dtype, spec.cache_dir)
+    if trainer.strategy.root_device.type == "cpu" and dtype != torch.float32 and trainer.is_global_zero:
+        # Say it: `auto` depends on the CPU, and fp32 runs (another CPU, an earlier version) differ.
         print(f"robablate: precision {plan.precision} on CPU (train.precision=auto picks it where the CPU has "
               f"bf16 hardware; train.precision=32-true for fp32)", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
