@@ -25,10 +25,13 @@ run: install
 smoke: install
 	$(PY) run.py experiment=smoke $(ARGS)
 
-# pytest exits 5 when it collects no test: make treats that as a failure too. Without ARGS the SLURM
-# tests follow (a local one-node cluster, ~2 min; skipped with the reason where SLURM cannot be installed).
+# pytest exits 5 when it collects no test: make treats that as a failure too. TEST_WORKERS pytest-xdist
+# workers (one thread each, tests/conftest.py; --dist loadfile keeps a module's fixtures on one worker;
+# TEST_WORKERS=0 runs serially). Without ARGS the SLURM tests follow (a local one-node cluster, ~2.5 min;
+# skipped with the reason where SLURM cannot be installed).
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -m "not slurm" $(ARGS)
+	$(PY) -m pytest -q -m "not slurm" -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 ifeq ($(ARGS),)
 	$(MAKE) --no-print-directory test-slurm
 endif
