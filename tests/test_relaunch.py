@@ -85,6 +85,32 @@ def test_refusal_names_the_keys_and_what_overwrite_would_move() -> None:
     assert "RUN" in d.reason and "overwrite=true" in d.reason and "complete results.json" in d.reason
 
 
+def auto(precision: str | None, train_precision: str = "auto") -> dict:
+    """A record whose run said train.precision=<train_precision> and resolved it to <precision>."""
+    return {"config": other(train__precision=train_precision), "environment": CODE, "precision": precision}
+
+
+@pytest.mark.parametrize("state, record, here, kw, action", [
+    # a checkpoint trained in bf16 (auto on a bf16 machine), relaunched where auto resolves to 32-true
+    ("partial", auto("bf16-mixed"), ("auto", "32-true"), {}, "refuse"),
+    ("partial", auto("bf16-mixed"), ("auto", "32-true"), {"resume": True}, "refuse"),
+    ("partial", auto("bf16-mixed"), ("auto", "bf16-mixed"), {}, "resume"),
+    ("partial", auto("bf16-mixed"), ("bf16-mixed", "bf16-mixed"), {}, "resume"),  # named as it resolved
+    ("partial", auto("32-true", "32-true"), ("auto", "32-true"), {}, "resume"),
+    ("partial", auto(None), ("auto", "32-true"), {}, "resume"),  # a record from before precision was kept
+    ("done", auto("bf16-mixed"), ("auto", "32-true"), {}, "skip"),  # final numbers: skipped on any machine
+    ("failed", auto("bf16-mixed"), ("auto", "32-true"), {}, "run"),  # no checkpoint: starts over
+])
+def test_a_partial_run_continues_only_in_the_precision_it_trained_in(state, record, here, kw, action) -> None:
+    train_precision, resolved = here
+    d = decide(Folder(state, record, {} if state == "done" else None), other(train__precision=train_precision),
+               CODE, precision=resolved, where="RUN", **kw)
+    assert d.action == action, d.reason
+    if action == "refuse":
+        assert "train.precision: 'bf16-mixed' -> '32-true'" in d.reason, d.reason
+        assert "train.precision=bf16-mixed continues the checkpoint" in d.reason, d.reason
+
+
 def test_inspect_reads_the_folder_states(tmp_path) -> None:
     assert inspect(tmp_path / "absent").state == "new"
     (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "config": CFG}))
@@ -150,10 +176,22 @@ def test_partial_run_resumes_without_being_told(tmp_path, cache_dir) -> None:
     _, resumed = run_arm(tmp_path, cache_dir, *common, name="part")  # no resume=true
     assert resumed["pretrain"]["history"] == full["pretrain"]["history"]
     assert resumed["pretrain"]["val_mlm_loss"] == full["pretrain"]["val_mlm_loss"]
+    started = json.loads((tmp_path / "part" / relaunch.STARTED).read_text())
+    assert started["precision"] == resumed["plan"]["precision"] and started["config"]["train"]["precision"] == "auto"
     run_arm(tmp_path, cache_dir, *common, "train.stop_at_step=4", name="p2")
     before = snapshot(tmp_path / "p2")
     with pytest.raises(ConfigError, match=r"masking.name: 'dynamic' -> 'static'.*checkpoints \(a partial run\)"):
         run_arm(tmp_path, cache_dir, *common[:-1], "masking=static", name="p2")
+    assert snapshot(tmp_path / "p2") == before
+    # The same partial run as if a machine where `auto` resolves otherwise had started it (a mixed cluster):
+    # resuming here would switch precision mid-run, so it is refused before any compute.
+    here = resumed["plan"]["precision"]
+    elsewhere = {"bf16-mixed": "32-true", "32-true": "bf16-mixed"}[here]
+    record = json.loads((tmp_path / "p2" / relaunch.STARTED).read_text())
+    (tmp_path / "p2" / relaunch.STARTED).write_text(json.dumps({**record, "precision": elsewhere}))
+    before = snapshot(tmp_path / "p2")
+    with pytest.raises(ConfigError, match=rf"train.precision: '{elsewhere}' -> '{here}'"):
+        run_arm(tmp_path, cache_dir, *common, name="p2")
     assert snapshot(tmp_path / "p2") == before
 
 

@@ -113,8 +113,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"Invalid config `stage`: expected all, pretrain or finetune, got {stage!r}.")
     config = OmegaConf.to_container(cfg, resolve=True)
     if stage != "finetune":  # stage=finetune updates a finished run on purpose
+        # refusals stop here, nothing written
         decision = prepare_run(run_dir, config, resume=bool(cfg.get("resume")),
-                               overwrite=bool(cfg.get("overwrite")))  # refusals stop here, nothing written
+                               overwrite=bool(cfg.get("overwrite")), precision=plan.precision)
         if decision.action == "skip":  # results.json is left as it is (same bytes, same mtime)
             from robablate.summary import summary_line
 
@@ -139,7 +140,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "init": init,
     }
     if stage != "finetune":
-        start_run(run_dir, config, overwrite=bool(cfg.get("overwrite")))
+        start_run(run_dir, config, overwrite=bool(cfg.get("overwrite")), precision=plan.precision)
     try:
         if stage == "finetune":
             return _finetune_only(cfg, plan, run_dir, base)

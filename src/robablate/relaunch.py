@@ -14,7 +14,8 @@ compute:
   results.replaced.json, so reports never read it) and the run starts over.
 
 "Config matches" is `config_diff(old, new) == []`: the resolved configs compared key by key, except
-RUN_ONLY_KEYS (where, how fast and what is logged; they never change the numbers). "Code matches" is
+RUN_ONLY_KEYS (where, how fast and what is logged; they never change the numbers), and for a partial run
+with `train.precision` as it resolved on each machine (decide). "Code matches" is
 `code_id` equal: the git commit of the source tree, or `robablate <version>` outside git. Uncommitted
 changes are not compared (results.json records only the commit and a dirty flag): a dirty tree
 relaunches on its commit's records, and the skip/resume line says the tree is dirty.
@@ -33,7 +34,7 @@ from typing import Any
 
 from robablate.errors import ConfigError
 from robablate.io import atomic_write_json
-from robablate.schema import RUN_ONLY_KEYS, not_arm  # the keys that never change a run's numbers: schema.py
+from robablate.schema import RUN_ONLY_KEYS, not_arm, with_resolved_precision
 
 STARTED = "started.json"  # the config and code a run started with (what a partial run is checked against)
 CHECKPOINT = Path("pretrain") / "checkpoints" / "last.ckpt"
@@ -130,9 +131,19 @@ class Decision:
     reason: str   # why, for the line the run prints (refuse: the whole refusal)
 
 
+def recorded_precision(record: dict[str, Any]) -> str | None:
+    """The precision a folder's run resolved `train.precision` to: started.json's `precision`, or
+    results.json's plan.precision; None in records written before robablate recorded it."""
+    return record.get("precision") or (record.get("plan") or {}).get("precision")
+
+
 def decide(folder: Folder, config: dict[str, Any], code: dict[str, Any], *, resume: bool = False,
-           overwrite: bool = False, where: str = "") -> Decision:
-    """What a (re)launch does with a folder (pure: tests call it without a trainer)."""
+           overwrite: bool = False, where: str = "", precision: str | None = None) -> Decision:
+    """What a (re)launch does with a folder (pure: tests call it without a trainer). `precision`: what
+    this launch resolved `train.precision` to, where it is known (in the job itself, on its machine): a
+    partial run continues only in the precision its checkpoint trained in, and `auto` resolves per
+    machine (a sweep resumed on other SLURM nodes), so the two are compared as resolved values. A done
+    run is skipped on the config as written: its numbers are final, whatever machine relaunches it."""
     if overwrite:
         return Decision("run", "overwrite=true" if folder.state != "new" else "")
     if folder.state == "new":
@@ -143,7 +154,14 @@ def decide(folder: Folder, config: dict[str, Any], code: dict[str, Any], *, resu
         return Decision("refuse", f"{where} holds a checkpoint but no record of the config it was trained with; "
                                   "resume=true continues it anyway, overwrite=true starts over (the old files "
                                   "move to <run_dir>/replaced/).")
-    diff = config_diff(folder.record["config"], config)
+    old_config, old_precision = folder.record["config"], recorded_precision(folder.record)
+    if folder.state == "partial" and old_precision and precision:
+        old_config, config = (with_resolved_precision(old_config, old_precision),
+                              with_resolved_precision(config, precision))
+    diff = config_diff(old_config, config)
+    if old_precision and folder.state == "partial" and any(d.startswith("train.precision:") for d in diff):
+        diff.append(f"train.precision=auto resolves per machine: train.precision={old_precision} continues "
+                    "the checkpoint in the precision it trained in")
     old_code, new_code = code_id(folder.record.get("environment") or {}), code_id(code)
     if old_code and new_code and old_code != new_code:
         diff.append(f"code: git {old_code[:12]} -> {new_code[:12]}")
@@ -175,11 +193,12 @@ def set_aside(run_dir: str | Path) -> Path | None:
     return dest
 
 
-def record_start(run_dir: str | Path, config: dict[str, Any], code: dict[str, Any]) -> None:
-    """Write started.json once (kept on resume): what a later relaunch checks a partial run against."""
+def record_start(run_dir: str | Path, config: dict[str, Any], code: dict[str, Any], precision: str) -> None:
+    """Write started.json once (kept on resume): what a later relaunch checks a partial run against,
+    with the precision `train.precision` resolved to on the machine that started it."""
     path = Path(run_dir) / STARTED
     if not path.exists():
-        atomic_write_json(path, {"config": config, "environment": code})
+        atomic_write_json(path, {"config": config, "environment": code, "precision": precision})
 
 
 def is_rank_zero() -> bool:
@@ -189,23 +208,24 @@ def is_rank_zero() -> bool:
     return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
-def prepare_run(run_dir: Path, config: dict[str, Any], *, resume: bool, overwrite: bool) -> Decision:
+def prepare_run(run_dir: Path, config: dict[str, Any], *, resume: bool, overwrite: bool,
+                precision: str) -> Decision:
     """The run's relaunch decision, before compute; a refusal is a ConfigError and changes nothing."""
     decision = decide(inspect(run_dir), config, current_code(), resume=resume, overwrite=overwrite,
-                      where=str(run_dir))
+                      where=str(run_dir), precision=precision)
     if decision.action == "refuse":
         raise ConfigError(decision.reason)
     return decision
 
 
-def start_run(run_dir: Path, config: dict[str, Any], *, overwrite: bool) -> None:
+def start_run(run_dir: Path, config: dict[str, Any], *, overwrite: bool, precision: str) -> None:
     """After the input checks, before training: overwrite=true sets the old contents aside; record what
     this run starts with (rank 0 only)."""
     if not is_rank_zero():
         return
     if overwrite and (moved := set_aside(run_dir)) is not None:
         print(f"[robablate] overwrite=true: the previous contents of {run_dir} are in {moved}", file=sys.stderr)
-    record_start(run_dir, config, current_code())
+    record_start(run_dir, config, current_code(), precision)
 
 
 # --- sweeps: one line at the start (Hydra callback, conf/hydra/default.yaml) ----------------------

@@ -67,3 +67,15 @@ FOLDER_EXCLUDED_KEYS = (*NOT_ARM_KEYS, "logger.mode", "logger.project", "logger.
 def not_arm(key: str, keys: tuple[str, ...] = NOT_ARM_KEYS) -> bool:
     """Whether a dotted config key is, or sits under, one of `keys`."""
     return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def with_resolved_precision(config: dict[str, Any], resolved: str | None) -> dict[str, Any]:
+    """`config` with `train.precision: auto` replaced by what it resolved to (results.json plan.precision,
+    started.json precision). `auto` means bf16-mixed on a GPU or a CPU with bf16 hardware and 32-true
+    elsewhere, so two runs that both say `auto` may have trained in different precisions (mixed SLURM
+    nodes); comparing the resolved value names that, and an explicit 32-true equals an `auto` that ran
+    in 32-true. Unchanged when the config names a precision or the resolved one is unknown."""
+    train = config.get("train")
+    if isinstance(train, dict) and train.get("precision") == "auto" and resolved:
+        return {**config, "train": {**train, "precision": resolved}}
+    return config

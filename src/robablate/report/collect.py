@@ -17,7 +17,7 @@ import pandas as pd
 from robablate.collapse import identical_acc, rejudge
 from robablate.errors import ConfigError
 from robablate.registry import READOUTS, tidy_rows
-from robablate.schema import AXES, SCHEMA_VERSION
+from robablate.schema import AXES, SCHEMA_VERSION, with_resolved_precision
 from robablate.sections import PRETRAIN_METRICS, PRETRAIN_TASK, glue_task_name, value as _num  # noqa: F401
 
 RESULTS_NAME = "results.json"
@@ -44,16 +44,9 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The run's config, with `train.precision: auto` replaced by what it resolved to (results["plan"]):
-        `auto` means bf16-mixed on a GPU or a CPU with bf16 hardware and 32-true elsewhere, so two arms
-        that both say `auto` may have trained in different precisions (a sweep over mixed SLURM nodes);
-        comparing the resolved value names that confound, and an explicit 32-true equals an `auto` one
-        that ran in 32-true."""
-        cfg = self.data.get("config") or {}
-        train, resolved = cfg.get("train"), (self.data.get("plan") or {}).get("precision")
-        if isinstance(train, dict) and train.get("precision") == "auto" and resolved:
-            cfg = {**cfg, "train": {**train, "precision": resolved}}
-        return cfg
+        """The run's config, with `train.precision: auto` replaced by what it resolved to (results["plan"];
+        schema.with_resolved_precision says why)."""
+        return with_resolved_precision(self.data.get("config") or {}, (self.data.get("plan") or {}).get("precision"))
 
     @property
     def is_control(self) -> bool:
