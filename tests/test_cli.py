@@ -23,6 +23,7 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     (["glue.tasks=[SQuAD]"], ["SQuAD", "glue.tasks", "RTE"]),
     (["seq_len=1024"], ["seq_len", "128", "two_phase"]),
     (["model=base", "seq_len=512", "model.max_position_embeddings=256"], ["seq_len", "max_position_embeddings"]),
+    (["train.precision=bf17"], ["train.precision", "bf17", "32-true", "bf16-mixed"]),
 ])
 def test_bad_config_is_refused_fast(tmp_path, args, words) -> None:
     cache = tmp_path / "cache"

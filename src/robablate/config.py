@@ -186,6 +186,10 @@ def world_size(cfg: DictConfig) -> int:
     return n * nodes
 
 
+# Lightning's precision settings (Trainer(precision=...)) a run may name, and `auto`.
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+
+
 def resolve_precision(cfg: DictConfig) -> str:
     """`train.precision`, with `auto` resolved: bf16 autocast (bf16-mixed) where the hardware multiplies
     bf16 natively (a GPU; a CPU with AVX512-BF16 or AMX), else 32-true. On CPU bf16-mixed trained the
@@ -193,6 +197,8 @@ def resolve_precision(cfg: DictConfig) -> str:
     AVX512-BF16) and BERT-Mini at 1.54x (benchmarks.md); results.json records what it resolved to
     (plan.precision) and the report compares that, not the word `auto`."""
     p = str(setting(cfg, "train.precision", "auto"))
+    if p not in PRECISIONS:  # else Lightning refuses it only after the run folder is written
+        raise ConfigError(f"Invalid config `train.precision`: expected one of {', '.join(PRECISIONS)}, got {p!r}.")
     if p != "auto":
         return p
     import torch
