@@ -285,24 +285,22 @@ def main() -> None:
     if "dense" not in baselines or not set(baselines) <= {"dense", "padded"}:
         raise SystemExit(f"--baselines {args.baselines!r}: a comma list of dense (required) and padded")
 
-    # name -> (transformers layout or None, run.py overrides, environment); the baselines run with the
-    # caller's environment and run.py's defaults.
-    variants: dict[str, tuple[str | None, list[str], dict[str, str]]] = {"robablate": (None, [], {})}
-    hf_precision: dict[str, str] = {}  # transformers variant -> fp32 | bf16
+    # name -> (transformers layout or None, run.py overrides, environment, transformers precision); the
+    # baselines run with the caller's environment, run.py's defaults and fp32.
+    variants: dict[str, tuple[str | None, list[str], dict[str, str], str]] = {"robablate": (None, [], {}, "")}
     for spec in args.variant:
         name, _, kvs = spec.partition(":")
         pairs = dict(kv.split("=", 1) for kv in kvs.split(",") if kv)
         hf = name.startswith("hf")
         layout = pairs.pop("layout", "dense") if hf else None
-        if hf:
-            prec = hf_precision[f"transformers {name}"] = pairs.pop("precision", "fp32")
-            if prec not in ("fp32", "bf16"):
-                raise SystemExit(f"--variant {spec!r}: precision must be fp32 or bf16")
+        prec = pairs.pop("precision", "fp32") if hf else ""
+        if hf and prec not in ("fp32", "bf16"):
+            raise SystemExit(f"--variant {spec!r}: precision must be fp32 or bf16")
         variants[f"{'transformers' if hf else 'robablate'} {name}"] = (
             layout, [f"{k}={v}" for k, v in pairs.items() if not k.isupper()],
-            {k: v for k, v in pairs.items() if k.isupper()})
+            {k: v for k, v in pairs.items() if k.isupper()}, prec)
     for b in baselines:
-        variants[f"transformers {b}"] = (b, [], {})
+        variants[f"transformers {b}"] = (b, [], {}, "fp32")
     print(f"corpus {args.corpus}, BERT-Mini, seq 128, batch 32, {args.steps} steps x {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY in the caller: {os.environ.get('OMP_WAIT_POLICY', 'unset')}",
           flush=True)
@@ -313,10 +311,9 @@ def main() -> None:
     ceilings: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for name, (layout, extra, env_extra) in variants.items():
+            for name, (layout, extra, env_extra, prec) in variants.items():
                 before = busy()
                 if layout:
-                    prec = hf_precision.get(name, "fp32")
                     res = run_transformers(args, env_extra, layout, prec)
                     detail = (f"padding {res['padding_fraction']:.1%}, {prec}, OMP_WAIT_POLICY="
                               f"{env_extra.get('OMP_WAIT_POLICY', os.environ.get('OMP_WAIT_POLICY', 'unset'))}, "

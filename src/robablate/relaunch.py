@@ -34,7 +34,7 @@ from typing import Any
 
 from robablate.errors import ConfigError
 from robablate.io import atomic_write_json
-from robablate.schema import RUN_ONLY_KEYS, not_arm, with_resolved_precision
+from robablate.schema import RUN_ONLY_KEYS, not_arm, recorded_precision, with_resolved_precision
 
 STARTED = "started.json"  # the config and code a run started with (what a partial run is checked against)
 CHECKPOINT = Path("pretrain") / "checkpoints" / "last.ckpt"
@@ -129,12 +129,6 @@ def inspect(run_dir: str | Path) -> Folder:
 class Decision:
     action: str   # run | resume | skip | refuse
     reason: str   # why, for the line the run prints (refuse: the whole refusal)
-
-
-def recorded_precision(record: dict[str, Any]) -> str | None:
-    """The precision a folder's run resolved `train.precision` to: started.json's `precision`, or
-    results.json's plan.precision; None in records written before robablate recorded it."""
-    return record.get("precision") or (record.get("plan") or {}).get("precision")
 
 
 def decide(folder: Folder, config: dict[str, Any], code: dict[str, Any], *, resume: bool = False,

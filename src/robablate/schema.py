@@ -69,6 +69,12 @@ def not_arm(key: str, keys: tuple[str, ...] = NOT_ARM_KEYS) -> bool:
     return any(key == k or key.startswith(k + ".") for k in keys)
 
 
+def recorded_precision(record: dict[str, Any]) -> str | None:
+    """The precision a run resolved `train.precision` to: started.json's `precision`, or results.json's
+    plan.precision; None in records written before robablate recorded it."""
+    return record.get("precision") or (record.get("plan") or {}).get("precision")
+
+
 def with_resolved_precision(config: dict[str, Any], resolved: str | None) -> dict[str, Any]:
     """`config` with `train.precision: auto` replaced by what it resolved to (results.json plan.precision,
     started.json precision). `auto` means bf16-mixed on a GPU or a CPU with bf16 hardware and 32-true

@@ -17,7 +17,7 @@ import pandas as pd
 from robablate.collapse import identical_acc, rejudge
 from robablate.errors import ConfigError
 from robablate.registry import READOUTS, tidy_rows
-from robablate.schema import AXES, SCHEMA_VERSION, with_resolved_precision
+from robablate.schema import AXES, SCHEMA_VERSION, recorded_precision, with_resolved_precision
 from robablate.sections import PRETRAIN_METRICS, PRETRAIN_TASK, glue_task_name, value as _num  # noqa: F401
 
 RESULTS_NAME = "results.json"
@@ -46,7 +46,7 @@ class Run:
     def config(self) -> dict[str, Any]:
         """The run's config, with `train.precision: auto` replaced by what it resolved to (results["plan"];
         schema.with_resolved_precision says why)."""
-        return with_resolved_precision(self.data.get("config") or {}, (self.data.get("plan") or {}).get("precision"))
+        return with_resolved_precision(self.data.get("config") or {}, recorded_precision(self.data))
 
     @property
     def is_control(self) -> bool:
